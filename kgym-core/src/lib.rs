@@ -1,0 +1,56 @@
+//! # kgym-core
+//!
+//! The contract of kgym: what a job is, what each stock stage takes and
+//! returns, how artifacts are named and stored, and what a worker is. Every
+//! other kgym crate, every remote worker and every client speaks these types.
+//!
+//! - [`JobSpec`] / [`Job`]: ordered stages (kind + JSON argument), tags,
+//!   status and per-stage [`StageResult`]s.
+//! - [`stage`]: typed arguments/results of `build`, `reproduce` and
+//!   `patch-check`.
+//! - [`ArtifactStore`]: `object_store`-backed storage with the key layout
+//!   `jobs/{job}/{stage}_{kind}/{name}`.
+//! - [`Worker`] + [`StageContext`]: what a stage runner implements and gets.
+//!
+//! ```
+//! use kgym_core::stage::build::{BaseConfig, BuildArgs, KernelConfig, KernelSource};
+//! use kgym_core::stage::reproduce::{KernelRef, ReproduceArgs, Reproducer};
+//! use kgym_core::{JobSpec, StageIndex, StageKind};
+//!
+//! let build = BuildArgs::new(
+//!     KernelSource::tarball("/usr/src/linux-source-6.1.tar.xz"),
+//!     KernelConfig::Base { base: BaseConfig::Tinyconfig, fragments: vec!["CONFIG_KASAN=y".into()] },
+//! );
+//! let repro = ReproduceArgs::new(
+//!     KernelRef::FromStage { stage: StageIndex(0) },
+//!     Reproducer::c("int main(void) { return 0; }"),
+//! );
+//! let spec = JobSpec::new()
+//!     .stage(StageKind::build(), &build)
+//!     .stage(StageKind::reproduce(), &repro)
+//!     .tag("bug-reproduction-for", "example");
+//! let json = serde_json::to_string_pretty(&spec).unwrap();
+//! assert!(json.contains("\"kind\": \"reproduce\""));
+//! ```
+
+pub mod artifact;
+pub mod duration;
+mod error;
+pub mod failure;
+mod id;
+pub mod job;
+mod machine;
+pub mod stage;
+pub mod worker;
+
+pub use artifact::{ArtifactKey, ArtifactStore};
+pub use error::{Error, Result};
+pub use failure::StageFailure;
+pub use id::{JobId, StageIndex, StageKind};
+pub use job::{Job, JobSpec, JobStatus, Outcome, StageResult, StageSpec, Tags};
+pub use machine::MachineSpec;
+pub use worker::{LogSink, MemorySink, StageContext, TracingSink, Worker};
+
+/// Re-exported so implementors of [`Worker`] need no extra dependency.
+pub use async_trait::async_trait;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,2 @@
+//! placeholder
+pub use kgym_report as report;

@@ -1,0 +1,100 @@
+//! Subcommands of the `kgym` CLI, one module each.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod build;
+mod remote;
+mod report;
+mod reproduce;
+mod run;
+mod serve;
+
+/// What a subcommand returns: an exit code, or an error printed with its
+/// whole source chain.
+pub type CmdResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync + 'static>>;
+
+/// kgym: build Linux kernels at any commit/config/patch, boot them, and get
+/// crash verdicts you can trust.
+#[derive(Debug, Parser)]
+#[command(name = "kgym", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// Data directory: repository cache, warm build trees, jobs database,
+    /// artifacts. Default: the user's data directory + `/kgym`.
+    #[arg(long, global = true, env = "KGYM_DATA")]
+    pub data: Option<PathBuf>,
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Common {
+    /// The data directory to use.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(kgym::default_data_dir)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a kernel and write bzImage, vmlinux and .config into a folder.
+    Build(build::Args),
+    /// Boot a kernel in QEMU and run a reproducer; print the verdict.
+    Reproduce(reproduce::Args),
+    /// Parse a console log and print the first crash's syzkaller title.
+    Report(report::Args),
+    /// Run a job spec (JSON) in the embedded gym and print the final job.
+    Run(run::Args),
+    /// Run the scheduler, local workers and the HTTP API.
+    Serve(serve::Args),
+    /// Submit a job spec to a server.
+    Submit(remote::SubmitArgs),
+    /// Show a job on a server.
+    Status(remote::StatusArgs),
+    /// Print a job's log from a server.
+    Logs(remote::LogsArgs),
+    /// Abort a job on a server.
+    Abort(remote::AbortArgs),
+    /// Restart a job on a server from a stage.
+    Restart(remote::RestartArgs),
+}
+
+/// Runs the chosen subcommand.
+pub async fn dispatch(cli: Cli) -> CmdResult {
+    let common = cli.common;
+    match cli.command {
+        Command::Build(a) => build::run(a, &common).await,
+        Command::Reproduce(a) => reproduce::run(a, &common).await,
+        Command::Report(a) => report::run(a, &common).await,
+        Command::Run(a) => run::run(a, &common).await,
+        Command::Serve(a) => serve::run(a, &common).await,
+        Command::Submit(a) => remote::submit(a, &common).await,
+        Command::Status(a) => remote::status(a, &common).await,
+        Command::Logs(a) => remote::logs(a, &common).await,
+        Command::Abort(a) => remote::abort(a, &common).await,
+        Command::Restart(a) => remote::restart(a, &common).await,
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the level chosen by `-v`.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,kgym=info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

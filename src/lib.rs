@@ -1,0 +1,26 @@
+//! # kgym
+//!
+//! Build Linux kernels at any commit, config and patch, boot them in VMs,
+//! run crash reproducers and get verdicts you can trust — on one machine by
+//! default, on RabbitMQ + GCS + GCE when one machine is not enough.
+//!
+//! This facade re-exports the workspace crates:
+//! [`core`] (job model, artifacts, `Worker`), [`build`] (`KernelBuilder`),
+//! [`vm`] (`VmRunner`, crash reports), [`sched`] (`Scheduler`, worker
+//! runtime, HTTP API).
+
+use std::path::PathBuf;
+
+pub use kgym_build as build;
+pub use kgym_core as core;
+pub use kgym_sched as sched;
+pub use kgym_vm as vm;
+
+/// The default data directory: `$KGYM_DATA`, else the user's data
+/// directory + `/kgym` (e.g. `~/.local/share/kgym`).
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KGYM_DATA") {
+        return PathBuf::from(d);
+    }
+    dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("kgym")
+}
