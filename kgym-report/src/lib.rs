@@ -1,12 +1,63 @@
-//! Kernel crash report parser (API skeleton; the real parser replaces the
-//! internals, the public API below stays).
+//! Kernel crash report parser: finds the first crash in a Linux console log
+//! and names it the way syzkaller does, so that a title produced here can
+//! be compared with the title of a syzbot bug.
+//!
+//! - [`parse`] reads a whole log; [`StreamParser`] reads it line by line as
+//!   a VM prints it and says when a report starts and when it is complete.
+//! - A [`Report`] has the title (`KASAN: use-after-free Read in foo`,
+//!   `WARNING in bar`, `INFO: task hung in baz`, ...), alternative titles,
+//!   the crash type, whether the report is corrupted and why, where it is in
+//!   the log, its text and its stack [`Frame`]s (for symbolization, see
+//!   [`Report::symbolized_text`]).
+//! - Console noise is handled: printk timestamps or none, caller ids
+//!   (`[ T123]`, `[ C1]`) and lines of several CPUs interleaved, ANSI
+//!   escapes, CRLF, long lines, bytes that are not UTF-8.
+//!
+//! The title rules (crash headers, formats, the generic frames that are
+//! never guilty, the corruption checks) follow syzkaller's
+//! `pkg/report/linux.go`; the test suite runs syzkaller's own fixtures.
+//!
+//! ```
+//! let log = b"\
+//! [   10.000000][ T100] ==================================================================
+//! [   10.000001][ T100] BUG: KASAN: use-after-free in ext4_xattr_set+0x12/0x40
+//! [   10.000002][ T100] Read of size 8 at addr ffff888012345678 by task syz-executor/100
+//! [   10.000003][ T100] Call Trace:
+//! [   10.000004][ T100]  dump_stack+0x10/0x20
+//! [   10.000005][ T100]  kasan_report+0x10/0x20
+//! [   10.000006][ T100]  ext4_xattr_set+0x12/0x40
+//! [   10.000007][ T100]  __x64_sys_setxattr+0x10/0x20
+//! ";
+//! let report = kgym_report::parse(log).expect("a crash");
+//! assert_eq!(report.title, "KASAN: use-after-free Read in ext4_xattr_set");
+//! assert_eq!(report.crash_type, "KASAN-USE-AFTER-FREE-READ");
+//! assert_eq!(report.frames[0].function, "ext4_xattr_set");
+//!
+//! assert!(kgym_report::parse(b"[    1.0] Linux version 6.1\n").is_none());
+//! ```
 
 use serde::{Deserialize, Serialize};
+
+mod console;
+mod corrupt;
+mod describe;
+mod frames;
+mod kind;
+mod locate;
+mod parse;
+mod skip;
+mod stack;
+mod stream;
+mod table;
+mod title;
+
+pub use kind::{UNKNOWN as UNKNOWN_TYPE, crash_type};
+pub use stream::{MAX_REPORT_LINES, StreamEvent, StreamParser};
 
 /// One stack frame of a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
-    /// Function name, e.g. `do_sys_open`.
+    /// Function name as printed, e.g. `do_sys_open` (Rust symbols mangled).
     pub function: String,
     /// Offset into the function (`+0x12`), when printed.
     pub offset: Option<u64>,
@@ -23,103 +74,52 @@ pub struct Frame {
 pub struct Report {
     /// syzkaller-format title.
     pub title: String,
-    /// Alternative titles syzkaller gives.
+    /// Alternative titles syzkaller gives (two crashes sharing any title
+    /// are the same bug).
     pub alt_titles: Vec<String>,
-    /// Crash type, e.g. `KASAN`, `WARNING`, `NULL-POINTER-DEREFERENCE`.
+    /// Crash type in syzkaller's words, e.g. `KASAN-USE-AFTER-FREE-READ`,
+    /// `WARNING`, `NULL-POINTER-DEREFERENCE`, `HANG`; [`UNKNOWN_TYPE`]
+    /// when none fits.
     pub crash_type: String,
-    /// Whether the report is corrupted.
+    /// Whether the report is corrupted (truncated, interleaved, no usable
+    /// frame): its title is less reliable.
     pub corrupted: bool,
     /// Why it was judged corrupted.
     pub corrupted_reason: Option<String>,
-    /// Byte offset of the report's start in the log.
+    /// Byte offset of the report's first line in the log.
     pub start: usize,
-    /// Byte offset of the report's end in the log.
+    /// Byte offset of the end of the last crash line of the report in the log.
     pub end: usize,
-    /// The report text (prefixes stripped).
+    /// The report text (printk prefixes stripped): a few lines of the same
+    /// caller before the crash line, then the crash line and the lines of
+    /// the same caller after it.
     pub text: String,
-    /// Stack frames, in order.
+    /// Stack frames named in `text`, in order (one per line that has
+    /// `func+0xoff/0xsize`).
     pub frames: Vec<Frame>,
+}
+
+impl Report {
+    /// `text` with each frame's `location` (filled by a symbolizer) added
+    /// after its `func+0xoff/0xsize`, as syzkaller prints symbolized
+    /// reports: ` do_sys_open+0x12/0x40 fs/open.c:1234`.
+    pub fn symbolized_text(&self) -> String {
+        frames::with_locations(&self.text, &self.frames)
+    }
+
+    /// Whether frame `index` names the exact faulting instruction (`RIP:`,
+    /// `pc :` lines) rather than a return address. A symbolizer looks up
+    /// `offset` for exact frames and `offset - 1` for return addresses.
+    pub fn frame_is_exact_pc(&self, index: usize) -> bool {
+        self.text
+            .lines()
+            .filter(|l| frames::frame_of_line(l).is_some())
+            .nth(index)
+            .is_some_and(frames::is_exact_pc_line)
+    }
 }
 
 /// Parses a whole console log; `None` when it holds no crash.
 pub fn parse(log: &[u8]) -> Option<Report> {
-    let mut p = StreamParser::new();
-    for line in log.split_inclusive(|&b| b == b'\n') {
-        if let StreamEvent::Complete(r) = p.feed(line) {
-            return Some(*r);
-        }
-    }
-    p.finish()
-}
-
-/// What feeding a line told.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
-    /// Nothing new.
-    Nothing,
-    /// A crash report started (the VM should be kept until it completes).
-    Started,
-    /// The first crash's report is complete.
-    Complete(Box<Report>),
-}
-
-/// Incremental parser: feed console lines as the VM prints them.
-#[derive(Debug, Default)]
-pub struct StreamParser {
-    buf: Vec<u8>,
-    started: bool,
-    done: bool,
-}
-
-impl StreamParser {
-    /// A fresh parser.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Feeds one line (with or without its trailing newline).
-    pub fn feed(&mut self, line: &[u8]) -> StreamEvent {
-        if self.done {
-            return StreamEvent::Nothing;
-        }
-        self.buf.extend_from_slice(line);
-        if !line.ends_with(b"\n") {
-            self.buf.push(b'\n');
-        }
-        let text = String::from_utf8_lossy(line);
-        if !self.started && (text.contains("BUG:") || text.contains("Kernel panic") || text.contains("WARNING:")) {
-            self.started = true;
-            return StreamEvent::Started;
-        }
-        if self.started && text.contains("end Kernel panic") {
-            self.done = true;
-            return self.finish().map(|r| StreamEvent::Complete(Box::new(r))).unwrap_or(StreamEvent::Nothing);
-        }
-        StreamEvent::Nothing
-    }
-
-    /// Whether a report has started and not yet completed.
-    pub fn in_report(&self) -> bool {
-        self.started && !self.done
-    }
-
-    /// Ends the stream (VM exited/killed): the report so far, if any.
-    pub fn finish(&self) -> Option<Report> {
-        if !self.started {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&self.buf).into_owned();
-        let first = text.lines().find(|l| l.contains("BUG:") || l.contains("WARNING:") || l.contains("Kernel panic"))?;
-        Some(Report {
-            title: first.trim().to_owned(),
-            alt_titles: Vec::new(),
-            crash_type: "UNKNOWN".into(),
-            corrupted: false,
-            corrupted_reason: None,
-            start: 0,
-            end: self.buf.len(),
-            text,
-            frames: Vec::new(),
-        })
-    }
+    parse::parse_console(&console::Console::new(log))
 }
