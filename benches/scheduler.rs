@@ -1,1 +1,153 @@
-fn main() {}
+//! Scheduler throughput: stage transitions per second with no-op workers.
+//!
+//! `cargo bench --bench scheduler` prints a table:
+//! - raw baseline: one SQLite transaction per transition (WAL,
+//!   synchronous=NORMAL), the floor of "one transaction per transition";
+//! - embedded: jobs submitted in-process, no-op workers in-process;
+//! - HTTP submit: jobs submitted through `HttpScheduler`, workers
+//!   in-process;
+//! - remote workers: jobs submitted in-process, no-op workers talking the
+//!   worker protocol over HTTP.
+//!
+//! A "stage" is claimed (one transaction) and reported (one transaction);
+//! submitting is one more. Stages/s counts finished stages.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kgym::core::{JobSpec, StageContext, StageFailure, StageKind, Worker};
+use kgym::sched::http::{HttpScheduler, HttpWorkerBackend};
+use kgym::sched::runtime::WorkerRuntime;
+use kgym::sched::{Embedded, Scheduler, SchedulerExt};
+
+#[derive(Debug)]
+struct Noop;
+
+#[async_trait::async_trait]
+impl Worker for Noop {
+    fn kind(&self) -> StageKind {
+        StageKind::new("noop").expect("valid kind")
+    }
+    async fn run(&self, _ctx: StageContext) -> Result<serde_json::Value, StageFailure> {
+        Ok(serde_json::Value::Null)
+    }
+}
+
+const JOBS: usize = 1000;
+const STAGES: usize = 3;
+const SLOTS: u32 = 8;
+const TOKEN: &str = "bench";
+
+fn spec() -> JobSpec {
+    let mut s = JobSpec::new();
+    for _ in 0..STAGES {
+        s = s.stage(StageKind::new("noop").expect("valid kind"), &serde_json::json!({}));
+    }
+    s
+}
+
+struct Row {
+    name: &'static str,
+    transitions: usize,
+    stages: usize,
+    secs: f64,
+}
+
+/// One UPDATE per transaction on a job table: the cost floor of a
+/// transition.
+fn raw_sqlite(n: usize) -> Row {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conn = rusqlite::Connection::open(dir.path().join("raw.sqlite3")).expect("open");
+    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    conn.pragma_update(None, "synchronous", "NORMAL").expect("sync");
+    conn.execute_batch("CREATE TABLE jobs (id INTEGER PRIMARY KEY, status TEXT, cursor INTEGER)").expect("table");
+    for i in 0..JOBS {
+        conn.execute("INSERT INTO jobs VALUES (?1, 'pending', 0)", [i as i64]).expect("insert");
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        let tx = conn.unchecked_transaction().expect("tx");
+        tx.execute("UPDATE jobs SET status = 'in_progress', cursor = cursor + 1 WHERE id = ?1", [(i % JOBS) as i64])
+            .expect("update");
+        tx.commit().expect("commit");
+    }
+    Row { name: "raw SQLite transaction (baseline)", transitions: n, stages: 0, secs: start.elapsed().as_secs_f64() }
+}
+
+async fn run_jobs(name: &'static str, sched: Arc<dyn Scheduler>, concurrency: usize) -> Row {
+    let start = Instant::now();
+    let mut ids = Vec::with_capacity(JOBS);
+    for chunk in (0..JOBS).collect::<Vec<_>>().chunks(concurrency) {
+        let batch = futures::future::join_all(chunk.iter().map(|_| sched.submit(spec()))).await;
+        ids.extend(batch.into_iter().map(|r| r.expect("submit")));
+    }
+    let jobs = futures::future::join_all(ids.iter().map(|id| {
+        let sched = Arc::clone(&sched);
+        async move { sched.wait_timeout(*id, Duration::from_secs(600)).await }
+    }))
+    .await;
+    let secs = start.elapsed().as_secs_f64();
+    for j in jobs {
+        let j = j.expect("wait").expect("job ended in time");
+        assert!(j.succeeded(), "{j:?}");
+    }
+    let stages = JOBS * STAGES;
+    Row { name, transitions: JOBS + 2 * stages, stages, secs }
+}
+
+async fn embedded() -> Row {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gym = Embedded::builder().data_dir(dir.path()).worker(Arc::new(Noop), SLOTS).build().await.expect("gym");
+    let row = run_jobs("embedded (in-process workers)", gym.scheduler(), JOBS).await;
+    gym.shutdown().await;
+    row
+}
+
+async fn http_submit() -> Row {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gym = Embedded::builder()
+        .data_dir(dir.path())
+        .worker(Arc::new(Noop), SLOTS)
+        .serve_http("127.0.0.1:0".parse().expect("addr"), Some(TOKEN.into()))
+        .build()
+        .await
+        .expect("gym");
+    let client = HttpScheduler::new(&gym.http_url().expect("url")).expect("client").with_token(TOKEN);
+    let row = run_jobs("HTTP submit + watch, in-process workers", Arc::new(client), 64).await;
+    gym.shutdown().await;
+    row
+}
+
+async fn remote_workers() -> Row {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gym = Embedded::builder()
+        .data_dir(dir.path())
+        .accept_kind(StageKind::new("noop").expect("kind"))
+        .serve_http("127.0.0.1:0".parse().expect("addr"), Some(TOKEN.into()))
+        .build()
+        .await
+        .expect("gym");
+    let backend = Arc::new(HttpWorkerBackend::new(&gym.http_url().expect("url")).expect("backend").with_token(TOKEN));
+    let rt = WorkerRuntime::builder(backend).worker(Arc::new(Noop), SLOTS).start().await.expect("runtime");
+    let row = run_jobs("remote workers over HTTP", gym.scheduler(), JOBS).await;
+    rt.shutdown().await;
+    gym.shutdown().await;
+    row
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let mut rows = vec![raw_sqlite(JOBS * (1 + 2 * STAGES))];
+    rows.push(rt.block_on(embedded()));
+    rows.push(rt.block_on(http_submit()));
+    rows.push(rt.block_on(remote_workers()));
+    let base = rows[0].transitions as f64 / rows[0].secs;
+    println!();
+    println!("scheduler throughput: {JOBS} jobs x {STAGES} no-op stages, {SLOTS} worker slots");
+    println!("{:<42} {:>12} {:>12} {:>14} {:>10}", "setup", "seconds", "stages/s", "transitions/s", "vs raw");
+    for r in &rows {
+        let tps = r.transitions as f64 / r.secs;
+        let sps = if r.stages == 0 { "-".to_owned() } else { format!("{:.0}", r.stages as f64 / r.secs) };
+        println!("{:<42} {:>12.3} {:>12} {:>14.0} {:>9.2}x", r.name, r.secs, sps, tps, tps / base);
+    }
+}

@@ -16,6 +16,11 @@ pub use kgym_core as core;
 pub use kgym_sched as sched;
 pub use kgym_vm as vm;
 
+pub mod compose;
+mod gym;
+
+pub use gym::{Gym, GymBuilder, GymError};
+
 /// The default data directory: `$KGYM_DATA`, else the user's data
 /// directory + `/kgym` (e.g. `~/.local/share/kgym`).
 pub fn default_data_dir() -> PathBuf {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod build;
+mod progress;
 mod remote;
 mod report;
 mod reproduce;

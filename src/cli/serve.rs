@@ -1,12 +1,43 @@
-//! `kgym serve` (being written).
+//! `kgym serve`: the embedded gym (scheduler + local workers) behind the
+//! HTTP API, until SIGTERM/ctrl-c.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use kgym::Gym;
 
 use super::{CmdResult, Common};
 
-/// Arguments (being written).
+/// Arguments of `kgym serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address to listen on. Beyond loopback a token is required.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Bearer token required for writes (and for everything beyond loopback).
+    #[arg(long, env = "KGYM_TOKEN")]
+    pub token: Option<String>,
+    /// Concurrent build stages.
+    #[arg(long, default_value_t = 1)]
+    pub build_slots: u32,
+    /// Concurrent reproduce stages.
+    #[arg(long, default_value_t = 1)]
+    pub reproduce_slots: u32,
+}
 
 /// Runs the subcommand.
-pub async fn run(_args: Args, _common: &Common) -> CmdResult {
-    Err("this subcommand is not written yet".into())
+pub async fn run(args: Args, common: &Common) -> CmdResult {
+    let gym = Gym::builder(common.data_dir())
+        .build_slots(args.build_slots)
+        .reproduce_slots(args.reproduce_slots)
+        .serve_http(args.listen, args.token)
+        .start()
+        .await?;
+    eprintln!(
+        "kgym: serving {} (data in {}); ctrl-c to stop",
+        gym.http_url().unwrap_or_default(),
+        gym.data_dir().display()
+    );
+    gym.run_until_signal().await?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,175 @@
+//! The embedded scheduler as workers see it ([`WorkerBackend`]).
+
+use async_trait::async_trait;
+use kgym_core::StageKind;
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::EmbeddedScheduler;
+use crate::error::{Error, Result};
+use crate::queue::Delivery;
+use crate::store;
+use crate::types::JobEvent;
+use crate::worker_api::{Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, StageOutcome, WorkerBackend, WorkerInfo};
+
+/// Longest a claim may wait for a stage.
+pub(crate) const MAX_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl EmbeddedScheduler {
+    /// Turns a delivery into a claim (or `None` when it was stale). The
+    /// delivery is acked once the claim is committed, or when it is stale;
+    /// nacked (requeued) when the database failed.
+    async fn claim_delivery(&self, delivery: Delivery, req: &ClaimRequest) -> Result<Option<Claim>> {
+        let ann = delivery.announcement.clone();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let (worker, host, ttl) = (req.worker.clone(), req.host.clone(), self.inner.lease_ttl);
+        let claimed = self
+            .transition(move |c| {
+                Ok(match store::jobs::claim(c, &ann, &worker, &host, &token, ttl, store::now_us())? {
+                    Some((claim, effects)) => (Some(claim), effects),
+                    None => (None, Default::default()),
+                })
+            })
+            .await;
+        match claimed {
+            Ok(claim) => {
+                if let Err(e) = delivery.ack().await {
+                    // The claim is recorded; a redelivery would be stale.
+                    tracing::warn!(error = %e, "failed to ack a claimed announcement");
+                }
+                Ok(claim)
+            }
+            Err(e) => {
+                let _ = delivery.nack(true).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl WorkerBackend for EmbeddedScheduler {
+    async fn register(&self, info: &WorkerInfo) -> Result<()> {
+        for (kind, _) in &info.kinds {
+            self.accept_kind(kind.clone());
+        }
+        let kinds: Vec<String> = info.kinds.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+        let message = format!("worker host {} started: {}", info.host, kinds.join(", "));
+        let host = info.host.clone();
+        self.inner
+            .store
+            .run(move |c| store::logs::sys_line(c, store::now_us(), None, Some(&host), None, None, &message))
+            .await
+    }
+
+    async fn claim(&self, req: &ClaimRequest) -> Result<Option<Claim>> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        // A remote worker that claims a kind runs it: accept it at submit
+        // (also after a scheduler restart, before the worker re-registers).
+        if !self.inner.accepted.read().map(|a| a.kinds.contains(&req.kind)).unwrap_or(true) {
+            self.accept_kind(req.kind.clone());
+        }
+        let consumer = self.consumer_or_open(&req.kind).await?;
+        let deadline = tokio::time::Instant::now() + req.wait.min(MAX_CLAIM_WAIT);
+        loop {
+            // Waiting is cancel safe (lock and `next` both are).
+            let delivery = {
+                let mut c = tokio::select! {
+                    c = consumer.lock() => c,
+                    _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                };
+                match tokio::time::timeout_at(deadline, c.next()).await {
+                    Ok(d) => d?,
+                    Err(_) => return Ok(None),
+                }
+            };
+            // From here on the work must finish even if our caller goes
+            // away: it runs in a task, and a claim nobody receives is
+            // handed back at once.
+            let (tx, rx) = oneshot::channel();
+            let this = self.clone();
+            let req2 = req.clone();
+            tokio::spawn(async move {
+                let res = this.claim_delivery(delivery, &req2).await;
+                if let Err(Ok(Some(orphan))) = tx.send(res)
+                    && let Err(e) = this.yield_stage(&orphan.lease).await
+                {
+                    tracing::warn!(error = %e, "failed to hand back an unreceived claim");
+                }
+            });
+            match rx.await {
+                Ok(Ok(Some(claim))) => return Ok(Some(claim)),
+                Ok(Ok(None)) => continue, // stale announcement
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(Error::ShuttingDown),
+            }
+        }
+    }
+
+    async fn heartbeat(&self, lease: &Lease) -> Result<LeaseStatus> {
+        let (lease, ttl) = (lease.clone(), self.inner.lease_ttl);
+        self.inner.store.run(move |c| store::jobs::heartbeat(c, &lease, ttl, store::now_us())).await
+    }
+
+    async fn append_log(&self, lease: &Lease, worker: &str, lines: &[String]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let (lease, worker, lines) = (lease.clone(), worker.to_owned(), lines.to_vec());
+        let hub = std::sync::Arc::clone(&self.inner.hub);
+        self.inner
+            .store
+            .run(move |c| {
+                // Lines of a stage whose lease is gone (handed to another
+                // worker) are dropped; an aborted stage's last words are kept.
+                let kind: Option<String> = c
+                    .query_row(
+                        "SELECT json_extract(stages, '$[' || cursor || '].kind') FROM jobs
+                         WHERE id = ?1 AND cursor = ?2 AND lease_token = ?3 AND status IN ('in_progress', 'aborted')",
+                        params![store::raw(lease.job), lease.stage.0, lease.token],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(Error::db("append to a job log"))?;
+                let kind = kind
+                    .and_then(|k| StageKind::new(k).ok())
+                    .ok_or(Error::LeaseLost { job: lease.job, stage: lease.stage })?;
+                let host = worker.split('/').next().unwrap_or(&worker).to_owned();
+                let entries = store::logs::append_worker_lines(
+                    c,
+                    lease.job,
+                    lease.stage,
+                    &kind,
+                    &worker,
+                    &host,
+                    &lines,
+                    store::now_us(),
+                )?;
+                for e in entries {
+                    hub.emit(&JobEvent::Log(e));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn report(&self, lease: &Lease, outcome: StageOutcome) -> Result<ReportAck> {
+        let (lease, max) = (lease.clone(), self.inner.max_attempts);
+        self.transition(move |c| store::jobs::report(c, &lease, outcome, max, store::now_us())).await
+    }
+
+    async fn yield_stage(&self, lease: &Lease) -> Result<()> {
+        let lease = lease.clone();
+        self.transition(move |c| Ok(((), store::jobs::yield_stage(c, &lease, store::now_us())?))).await
+    }
+
+    async fn worker_event(&self, host: &str, kind: Option<&StageKind>, message: &str) -> Result<()> {
+        let (host, kind, message) = (host.to_owned(), kind.cloned(), message.to_owned());
+        self.inner
+            .store
+            .run(move |c| store::logs::sys_line(c, store::now_us(), kind.as_ref(), Some(&host), None, None, &message))
+            .await
+    }
+}

@@ -1,0 +1,249 @@
+//! The original kGym routes and payloads (kscheduler's REST API), so
+//! kcomposer scripts keep working. Answers carry kGym's field names beside
+//! ours; errors are 400/404/409 with `{detail}` (kGym answered 422/500).
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use kgym_core::{StageIndex, StageKind, Tags};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::reply::{ApiError, ApiJson, ApiQuery, job_id, ok};
+use super::server::AppState;
+use crate::compat::{self, RawJob};
+use crate::error::Error;
+use crate::types::{ListQuery, LogQuery, Order, SystemLogQuery, TimeField};
+
+type Reply = Result<Response, ApiError>;
+
+/// kGym's page size limit.
+const KGYM_MAX_LIMIT: u32 = 50;
+
+fn convert(s: &AppState, raw: &RawJob) -> Result<kgym_core::JobSpec, ApiError> {
+    compat::convert(raw, &s.compat).map_err(|problems| ApiError(Error::Validation { problems }))
+}
+
+pub(crate) async fn new_raw_job(State(s): State<AppState>, ApiJson(raw): ApiJson<RawJob>) -> Reply {
+    let spec = convert(&s, &raw)?;
+    let id = s.sched.submit(spec).await?;
+    // kGym answers the bare id as a JSON string.
+    Ok(ok(id))
+}
+
+/// kGym's time window and page.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Window {
+    start_time: Option<String>,
+    end_time: Option<String>,
+    #[serde(default)]
+    start: u64,
+    limit: Option<u32>,
+}
+
+/// A parsed window: from, to, start, limit.
+type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, u64, u32);
+
+impl Window {
+    fn time(text: &Option<String>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+        match text.as_deref() {
+            None | Some("") => Ok(None),
+            // kGym's defaults (`0000-00-00T...`, `9999-99-99T...`) are not
+            // real dates: they mean "unbounded".
+            Some(t) if t.starts_with("0000-") || t.starts_with("9999-") => Ok(None),
+            Some(t) => compat::parse_time(t).map(Some).ok_or_else(|| {
+                ApiError(Error::bad_request(format!("{name} {t:?} is not a time like 2024-05-01T12:00:00.000000")))
+            }),
+        }
+    }
+
+    fn parts(&self) -> Result<Bounds, ApiError> {
+        let limit = self.limit.unwrap_or(20);
+        if limit > KGYM_MAX_LIMIT {
+            return Err(ApiError(Error::bad_request(format!("limit must be at most {KGYM_MAX_LIMIT}, got {limit}"))));
+        }
+        Ok((Self::time(&self.start_time, "start_time")?, Self::time(&self.end_time, "end_time")?, self.start, limit))
+    }
+}
+
+/// Query of `GET /jobs/`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    mode: Option<String>,
+    // Not `#[serde(flatten)] Window`: flattening breaks numbers in query
+    // strings.
+    start_time: Option<String>,
+    end_time: Option<String>,
+    #[serde(default)]
+    start: u64,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn list(State(s): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Reply {
+    let by = match p.mode.as_deref() {
+        None | Some("by_created_time") => TimeField::Created,
+        Some("by_modified_time") => TimeField::Modified,
+        Some(m) => {
+            return Err(ApiError(Error::bad_request(format!(
+                "mode {m:?} must be by_created_time or by_modified_time"
+            ))));
+        }
+    };
+    let window = Window { start_time: p.start_time, end_time: p.end_time, start: p.start, limit: p.limit };
+    let (from, to, start, limit) = window.parts()?;
+    if limit == 0 {
+        return Ok(ok(json!({"result": [], "size": 0, "next": -1, "total": 0})));
+    }
+    let q = ListQuery { by, from, to, status: None, order: Order::NewestFirst, start, limit };
+    let page = s.sched.list(&q).await?;
+    Ok(ok(compat::present_page(&page, compat::present_summary)))
+}
+
+pub(crate) async fn get(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    let job = s.sched.get(job_id(&id)?).await?;
+    Ok(ok(compat::present_job(&job)))
+}
+
+pub(crate) async fn log(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(w): ApiQuery<Window>) -> Reply {
+    let id = job_id(&id)?;
+    let (from, to, start, limit) = w.parts()?;
+    if limit == 0 {
+        // Still a 404 for unknown jobs.
+        s.sched.get(id).await?;
+        return Ok(ok(json!({"result": [], "size": 0, "next": -1, "total": 0})));
+    }
+    let q = LogQuery { job: Some(id), from, to, order: Order::NewestFirst, start, limit };
+    let page = s.sched.logs(&q).await?;
+    Ok(ok(compat::present_page(&page, compat::present_log_entry)))
+}
+
+pub(crate) async fn abort(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    s.sched.abort(job_id(&id)?).await?;
+    Ok(ok(Value::Null))
+}
+
+/// Query of restart/reset.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RestartParams {
+    restart_from: Option<i64>,
+}
+
+fn restart_from(p: &RestartParams, allow_current: bool) -> Result<Option<StageIndex>, ApiError> {
+    match p.restart_from {
+        None if allow_current => Ok(None),
+        None => Ok(Some(StageIndex(0))),
+        Some(-1) if allow_current => Ok(None),
+        Some(i) if i >= 0 && i <= i64::from(u32::MAX) => Ok(Some(StageIndex(i as u32))),
+        Some(i) => Err(ApiError(Error::bad_request(format!("restart_from must be a stage index, got {i}")))),
+    }
+}
+
+pub(crate) async fn restart(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<RestartParams>,
+) -> Reply {
+    s.sched.restart(job_id(&id)?, restart_from(&p, true)?).await?;
+    Ok(ok(Value::Null))
+}
+
+pub(crate) async fn reset(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<RestartParams>,
+    ApiJson(raw): ApiJson<RawJob>,
+) -> Reply {
+    let id = job_id(&id)?;
+    let from = restart_from(&p, false)?.unwrap_or(StageIndex(0));
+    let spec = convert(&s, &raw)?;
+    s.sched.reset(id, spec, from).await?;
+    Ok(ok(Value::Null))
+}
+
+/// Query of `GET /jobs/{id}/keys`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct KeysParams {
+    #[serde(default)]
+    with_values: bool,
+}
+
+pub(crate) async fn keys(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<KeysParams>,
+) -> Reply {
+    let tags = s.sched.tags(job_id(&id)?).await?;
+    if p.with_values { Ok(ok(tags)) } else { Ok(ok(tags.keys().collect::<Vec<_>>())) }
+}
+
+pub(crate) async fn key(State(s): State<AppState>, Path((id, key)): Path<(String, String)>) -> Reply {
+    let tags = s.sched.tags(job_id(&id)?).await?;
+    Ok(ok(tags.get(&key)))
+}
+
+pub(crate) async fn update_keys(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(kv): ApiJson<Tags>,
+) -> Reply {
+    s.sched.merge_tags(job_id(&id)?, kv).await?;
+    Ok(ok(Value::Null))
+}
+
+pub(crate) async fn kv(State(s): State<AppState>, Path(key): Path<String>) -> Reply {
+    let matches = s.sched.jobs_with_tag(&key, None).await?;
+    let out: Vec<Value> = matches.iter().map(|m| json!({"job-id": m.job, "key": m.key, "value": m.value})).collect();
+    Ok(ok(out))
+}
+
+/// kGym's worker names as our kinds.
+fn our_kind(name: &str) -> Result<StageKind, ApiError> {
+    let name = match name {
+        "kbuilder" => StageKind::BUILD,
+        "kvmmanager" => StageKind::REPRODUCE,
+        "kprebuilder" => StageKind::PATCH_CHECK,
+        other => other,
+    };
+    StageKind::new(name).map_err(|e| ApiError(Error::bad_request(e.to_string())))
+}
+
+async fn sys_page(s: &AppState, kind: Option<StageKind>, host: Option<String>, w: Window) -> Reply {
+    let (from, to, start, limit) = w.parts()?;
+    if limit == 0 {
+        return Ok(ok(json!({"result": [], "size": 0, "next": -1, "total": 0})));
+    }
+    let q = SystemLogQuery { kind, host, from, to, order: Order::NewestFirst, start, limit };
+    let page = s.sched.system_log(&q).await?;
+    Ok(ok(compat::present_page(&page, compat::present_sys_entry)))
+}
+
+pub(crate) async fn worker_type_log(
+    State(s): State<AppState>,
+    Path(kind): Path<String>,
+    ApiQuery(w): ApiQuery<Window>,
+) -> Reply {
+    let kind = our_kind(&kind)?;
+    sys_page(&s, Some(kind), None, w).await
+}
+
+pub(crate) async fn worker_instance_log(
+    State(s): State<AppState>,
+    Path(host): Path<String>,
+    ApiQuery(w): ApiQuery<Window>,
+) -> Reply {
+    sys_page(&s, None, Some(host), w).await
+}
+
+pub(crate) async fn workers_display(State(s): State<AppState>, ApiQuery(w): ApiQuery<Window>) -> Reply {
+    sys_page(&s, None, None, w).await
+}
+
+pub(crate) async fn jobs_display(State(s): State<AppState>, ApiQuery(w): ApiQuery<Window>) -> Reply {
+    let (from, to, start, limit) = w.parts()?;
+    if limit == 0 {
+        return Ok(ok(json!({"result": [], "size": 0, "next": -1, "total": 0})));
+    }
+    let q = LogQuery { job: None, from, to, order: Order::NewestFirst, start, limit };
+    let page = s.sched.logs(&q).await?;
+    Ok(ok(compat::present_page(&page, compat::present_log_entry)))
+}

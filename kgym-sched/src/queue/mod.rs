@@ -1,0 +1,95 @@
+//! Queues that carry "stage `i` of job `J` is ready" announcements, one
+//! queue per stage kind.
+//!
+//! The queue only wakes workers up; the job database decides who gets a
+//! stage (a compare-and-set claim). So an announcement may be delivered
+//! twice or be stale (the job was aborted meanwhile): the claim sorts that
+//! out, and the scheduler re-announces every queued stage when it starts.
+//!
+//! The contract follows AMQP (so a `lapin` transport fits): a
+//! [`Consumer`] receives [`Delivery`]s that must be acknowledged; the
+//! embedded scheduler acks a delivery once the claim it led to is durably
+//! recorded, and nacks (requeues) it when recording failed. A delivery
+//! dropped without an answer is redelivered (AMQP: when its channel
+//! closes). [`conformance`] holds the tests every transport must pass.
+
+pub mod conformance;
+mod memory;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use kgym_core::{JobId, StageIndex, StageKind};
+use serde::{Deserialize, Serialize};
+
+pub use memory::InProcessQueue;
+
+use crate::error::Result;
+
+/// "Stage `stage` (of kind `kind`) of job `job` is ready to be claimed."
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Announcement {
+    /// The job.
+    pub job: JobId,
+    /// The stage.
+    pub stage: StageIndex,
+    /// The stage's kind: the queue it goes on.
+    pub kind: StageKind,
+}
+
+/// A transport of announcements.
+#[async_trait]
+pub trait Queue: Send + Sync + fmt::Debug + 'static {
+    /// Puts `announcement` on the queue of its kind. Returns once the
+    /// transport holds it (AMQP: after the broker confirmed it).
+    async fn publish(&self, announcement: &Announcement) -> Result<()>;
+
+    /// Opens a consumer of `kind`'s queue. Consumers of one kind compete:
+    /// each announcement goes to one of them.
+    async fn consume(&self, kind: &StageKind) -> Result<Box<dyn Consumer>>;
+}
+
+/// Receives the announcements of one queue.
+#[async_trait]
+pub trait Consumer: Send + fmt::Debug {
+    /// Waits for the next delivery. Cancel safe: dropping the future before
+    /// it completes loses no announcement.
+    async fn next(&mut self) -> Result<Delivery>;
+}
+
+/// Answers a delivery to its transport.
+#[async_trait]
+pub trait Acker: Send + Sync + fmt::Debug {
+    /// Done with it: remove it from the queue.
+    async fn ack(self: Box<Self>) -> Result<()>;
+    /// Not done: put it back (`requeue`) or drop it.
+    async fn nack(self: Box<Self>, requeue: bool) -> Result<()>;
+}
+
+/// One announcement handed to a consumer, to be acked or nacked. Dropping
+/// it unanswered has it redelivered.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The announcement.
+    pub announcement: Announcement,
+    /// `true` when it was delivered before and not acked.
+    pub redelivered: bool,
+    acker: Box<dyn Acker>,
+}
+
+impl Delivery {
+    /// A delivery answered through `acker` (for transport implementors).
+    pub fn new(announcement: Announcement, redelivered: bool, acker: Box<dyn Acker>) -> Self {
+        Self { announcement, redelivered, acker }
+    }
+
+    /// Removes the announcement from the queue.
+    pub async fn ack(self) -> Result<()> {
+        self.acker.ack().await
+    }
+
+    /// Puts the announcement back (`requeue`) or drops it.
+    pub async fn nack(self, requeue: bool) -> Result<()> {
+        self.acker.nack(requeue).await
+    }
+}

@@ -1,0 +1,263 @@
+//! The worker runtime: runs any [`kgym_core::Worker`] with N concurrent
+//! slots against a [`WorkerBackend`] (the embedded scheduler in-process, or
+//! [`crate::http::HttpWorkerBackend`] from another process).
+//!
+//! Each slot claims a stage, builds its [`kgym_core::StageContext`]
+//! (artifact store, log sink streaming into the job log, cancellation
+//! token), keeps the lease alive with heartbeats, and reports the result.
+//! An abort fires the stage's cancellation token; shutting down (SIGTERM,
+//! ctrl-c, [`RuntimeHandle::shutdown`]) cancels running stages and hands
+//! them back to the scheduler instead of losing them.
+
+mod logs;
+mod stage;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kgym_core::{ArtifactStore, StageKind, Worker};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::worker_api::{ClaimRequest, WorkerBackend, WorkerInfo};
+
+/// Default time between heartbeats (capped at a third of the lease).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Default time a claim waits for a stage before asking again.
+pub const DEFAULT_CLAIM_WAIT: Duration = Duration::from_secs(10);
+/// Default time a cancelled stage gets to stop before it is abandoned.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// The machine's host name (kGym's `worker-hostname`).
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Configures a [`WorkerRuntime`].
+#[derive(Debug)]
+pub struct RuntimeBuilder {
+    backend: Arc<dyn WorkerBackend>,
+    host: String,
+    artifacts: ArtifactStore,
+    workers: Vec<(Arc<dyn Worker>, u32)>,
+    heartbeat: Duration,
+    claim_wait: Duration,
+    grace: Duration,
+}
+
+impl RuntimeBuilder {
+    /// The host name workers are named after (default: the machine's).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// The artifact store handed to every stage (default: in memory).
+    pub fn artifacts(mut self, artifacts: ArtifactStore) -> Self {
+        self.artifacts = artifacts;
+        self
+    }
+
+    /// Runs `worker` in `slots` concurrent slots.
+    pub fn worker(mut self, worker: Arc<dyn Worker>, slots: u32) -> Self {
+        self.workers.push((worker, slots.max(1)));
+        self
+    }
+
+    /// Time between heartbeats.
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long one claim waits for a stage (a long poll over HTTP).
+    pub fn claim_wait(mut self, wait: Duration) -> Self {
+        self.claim_wait = wait.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a cancelled stage gets to stop (kill its subprocesses)
+    /// before it is abandoned.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Registers with the backend and starts every slot.
+    pub async fn start(self) -> Result<RuntimeHandle> {
+        let info =
+            WorkerInfo { host: self.host.clone(), kinds: self.workers.iter().map(|(w, n)| (w.kind(), *n)).collect() };
+        self.backend.register(&info).await?;
+        let shutdown = CancellationToken::new();
+        let stats = Arc::new(Stats::default());
+        let mut tasks = JoinSet::new();
+        for (worker, slots) in &self.workers {
+            for slot in 0..*slots {
+                let s = Slot {
+                    backend: Arc::clone(&self.backend),
+                    worker: Arc::clone(worker),
+                    kind: worker.kind(),
+                    name: format!("{}/{}-{slot}", self.host, worker.kind()),
+                    host: self.host.clone(),
+                    artifacts: self.artifacts.clone(),
+                    heartbeat: self.heartbeat,
+                    claim_wait: self.claim_wait,
+                    grace: self.grace,
+                    shutdown: shutdown.clone(),
+                    stats: Arc::clone(&stats),
+                };
+                tasks.spawn(s.run());
+            }
+        }
+        tracing::info!(host = %self.host, slots = tasks.len(), "worker runtime started");
+        Ok(RuntimeHandle { shutdown, tasks, stats, backend: self.backend, host: self.host })
+    }
+}
+
+/// Entry point: `WorkerRuntime::builder(backend)...start()`.
+#[derive(Debug)]
+pub struct WorkerRuntime;
+
+impl WorkerRuntime {
+    /// A runtime claiming from `backend`.
+    pub fn builder(backend: Arc<dyn WorkerBackend>) -> RuntimeBuilder {
+        RuntimeBuilder {
+            backend,
+            host: hostname(),
+            artifacts: ArtifactStore::in_memory(),
+            workers: Vec::new(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            claim_wait: DEFAULT_CLAIM_WAIT,
+            grace: DEFAULT_GRACE,
+        }
+    }
+}
+
+/// Counters of a running runtime.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    claimed: AtomicU64,
+    reported: AtomicU64,
+    yielded: AtomicU64,
+}
+
+/// A started runtime.
+#[derive(Debug)]
+pub struct RuntimeHandle {
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    stats: Arc<Stats>,
+    backend: Arc<dyn WorkerBackend>,
+    host: String,
+}
+
+impl RuntimeHandle {
+    /// Stages claimed so far.
+    pub fn claimed(&self) -> u64 {
+        self.stats.claimed.load(Ordering::Relaxed)
+    }
+
+    /// Results reported so far.
+    pub fn reported(&self) -> u64 {
+        self.stats.reported.load(Ordering::Relaxed)
+    }
+
+    /// Stages handed back so far.
+    pub fn yielded(&self) -> u64 {
+        self.stats.yielded.load(Ordering::Relaxed)
+    }
+
+    /// A token that fires when the runtime starts shutting down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops claiming, cancels running stages and hands them back, then
+    /// waits for every slot to stop.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        let _ = self.backend.worker_event(&self.host, None, &format!("worker host {} stopped", self.host)).await;
+        tracing::info!(host = %self.host, "worker runtime stopped");
+    }
+
+    /// Runs until SIGTERM or ctrl-c, then shuts down (running stages are
+    /// handed back).
+    pub async fn run_until_signal(self) -> Result<()> {
+        wait_for_signal().await?;
+        tracing::info!("signal received; handing running stages back");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (ctrl-c).
+pub async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let io = |source| Error::Io { path: "signal handler".into(), source };
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io)?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// One slot: claims and runs stages of one kind, one at a time.
+#[derive(Debug)]
+struct Slot {
+    backend: Arc<dyn WorkerBackend>,
+    worker: Arc<dyn Worker>,
+    kind: StageKind,
+    name: String,
+    host: String,
+    artifacts: ArtifactStore,
+    heartbeat: Duration,
+    claim_wait: Duration,
+    grace: Duration,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+}
+
+impl Slot {
+    async fn run(self) {
+        let req = ClaimRequest {
+            kind: self.kind.clone(),
+            worker: self.name.clone(),
+            host: self.host.clone(),
+            wait: self.claim_wait,
+        };
+        let mut backoff = Duration::from_millis(100);
+        while !self.shutdown.is_cancelled() {
+            let claim = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                c = self.backend.claim(&req) => c,
+            };
+            match claim {
+                Ok(Some(claim)) => {
+                    backoff = Duration::from_millis(100);
+                    self.stats.claimed.fetch_add(1, Ordering::Relaxed);
+                    stage::run(&self, claim).await;
+                }
+                Ok(None) => backoff = Duration::from_millis(100),
+                Err(Error::ShuttingDown) => break,
+                Err(e) => {
+                    tracing::warn!(slot = %self.name, error = %e, "claim failed; retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
