@@ -1,1 +1,160 @@
-fn main() {}
+//! `cargo bench --bench boot`: QemuRunner against raw QEMU on the same
+//! kernel (the test kernel with testdata/bugs/bug.patch, built by
+//! kgym-testkit), side by side:
+//!
+//! 1. boot to userspace: a raw `qemu-system-x86_64` with a minimal busybox
+//!    initramfs whose init prints a marker, spawn → marker, versus
+//!    QemuRunner's own boot → userspace time (goal: ratio ≤ 1.1);
+//! 2. the whole `run()` (reproducer compile, initramfs, boot, crash,
+//!    stop) and crash-report-complete → QEMU gone latency (goal: < 1 s);
+//! 3. wall time of N = 1, 2, 4 parallel instances until every instance
+//!    crashed once.
+//!
+//! Without `--bench` (as `cargo test --all-targets` runs it) it does one
+//! quick round so the code stays exercised.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use kgym_core::stage::reproduce::{Reproducer, StopPolicy};
+use kgym_vm::cmdline::KernelCmdline;
+use kgym_vm::initramfs::CpioWriter;
+use kgym_vm::{QemuRunner, RunContext, RunRequest, VmRunner};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const MARKER: &str = "KGYM-RAW-BOOT-MARKER";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn kernel() -> (PathBuf, PathBuf) {
+    if let Some(dir) = std::env::var_os("KGYM_VM_BUG_KERNEL") {
+        let d = PathBuf::from(dir);
+        return (d.join("arch/x86/boot/bzImage"), d.join("vmlinux"));
+    }
+    let patch = std::fs::read_to_string(kgym_testkit::workspace_root().join("testdata/bugs/bug.patch")).expect("bug.patch");
+    let k = kgym_testkit::test_kernel_with_patch(&patch).await;
+    (k.bzimage, k.vmlinux)
+}
+
+/// Spawn → marker of a raw QEMU boot, seconds.
+async fn raw_boot(kernel: &Path, initrd: &Path, accel: &str) -> f64 {
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new("qemu-system-x86_64")
+        .args(["-accel", accel, "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", "stdio", "-no-reboot", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", &KernelCmdline::crash_finding().render()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start qemu");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    while let Ok(Some(l)) = lines.next_line().await {
+        if l.contains(MARKER) {
+            let t = started.elapsed().as_secs_f64();
+            let _ = child.kill().await;
+            return t;
+        }
+    }
+    panic!("raw boot never printed the marker");
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let missing: Vec<_> = ["qemu-system-x86_64", "busybox", "gcc"]
+        .into_iter()
+        .filter(|t| kgym_testkit::require_tool(t).is_none())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("boot bench skipped: missing {missing:?} (run .ci/run)");
+        return;
+    }
+    let reps = if full { 5 } else { 1 };
+    let (bzimage, vmlinux) = kernel().await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let repro = std::fs::read_to_string(kgym_testkit::workspace_root().join("testdata/bugs/repro.c")).expect("repro.c");
+
+    let runner = QemuRunner::builder()
+        .work_dir(work.path())
+        .accel_cache(Some(kgym_testkit::workspace_root().join("target/kgym-test-cache/accel.json")))
+        .build()
+        .expect("runner");
+
+    // One warm-up run decides the accelerator (probe, cached) and warms
+    // the page cache; the raw baseline uses the same accelerator.
+    let warm = runner
+        .run(RunRequest::new(&bzimage, Reproducer::c(repro.clone())), &RunContext::new())
+        .await
+        .expect("warm-up run");
+    let accel = if warm.accel == kgym_core::stage::reproduce::Accel::Kvm { "kvm" } else { "tcg" };
+
+    let busybox = kgym_vm::initramfs::find_busybox(None).expect("busybox");
+    let mut w = CpioWriter::new();
+    w.dir("/bin", 0o755).dir("/dev", 0o755).dir("/proc", 0o755).dir("/sys", 0o755);
+    w.char_device("/dev/console", 0o600, 5, 1);
+    w.file("/bin/busybox", 0o755, &std::fs::read(&busybox).expect("read busybox"));
+    let init = format!(
+        "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n/bin/busybox mount -t sysfs sysfs /sys\n\
+         /bin/busybox mount -t devtmpfs devtmpfs /dev\necho {MARKER}\nwhile true; do /bin/busybox sleep 60; done\n"
+    );
+    w.file("/init", 0o755, init.as_bytes());
+    let initrd = work.path().join("raw.cpio");
+    std::fs::write(&initrd, w.finish()).expect("write initrd");
+
+    let mut raw = Vec::new();
+    let mut ours = Vec::new();
+    let mut whole = Vec::new();
+    let mut stop = Vec::new();
+    for _ in 0..reps {
+        raw.push(raw_boot(&bzimage, &initrd, accel).await);
+        let t = Instant::now();
+        let out = runner
+            .run(RunRequest::new(&bzimage, Reproducer::c(repro.clone())).vmlinux(&vmlinux), &RunContext::new())
+            .await
+            .expect("run");
+        whole.push(t.elapsed().as_secs_f64());
+        assert!(out.crashed, "the bug kernel must crash: {:?}", out.boots);
+        let b = &out.boots[0];
+        ours.push(b.userspace_after.expect("userspace"));
+        stop.push(b.stop_seconds);
+    }
+    let (raw_m, ours_m) = (median(raw), median(ours));
+
+    let mut parallel = Vec::new();
+    let ns: &[u32] = if full { &[1, 2, 4] } else { &[1] };
+    for &n in ns {
+        let t = Instant::now();
+        let out = runner
+            .run(
+                RunRequest::new(&bzimage, Reproducer::c(repro.clone()))
+                    .instances(n)
+                    .policy(StopPolicy::AllInstances)
+                    .budget(Duration::from_secs(600)),
+                &RunContext::new(),
+            )
+            .await
+            .expect("parallel run");
+        assert!(out.crashed);
+        let boots_up: Vec<f64> = out.boots.iter().filter_map(|b| b.userspace_after).collect();
+        parallel.push((n, t.elapsed().as_secs_f64(), median(boots_up)));
+    }
+
+    println!();
+    println!("kgym boot benchmark: test kernel + bug.patch, accel {accel}, 1 vCPU / 512 MB, median of {reps}");
+    println!("| measurement | raw qemu | QemuRunner | ratio |");
+    println!("|---|---|---|---|");
+    println!("| spawn → userspace marker | {raw_m:.2} s | {ours_m:.2} s | {:.2} (goal ≤ 1.1) |", ours_m / raw_m);
+    println!("| whole run(): compile + initramfs + boot + crash + stop | – | {:.2} s | – |", median(whole));
+    println!("| crash report complete → QEMU gone | – | {:.3} s | (goal < 1 s) |", median(stop));
+    for (n, wall, up) in &parallel {
+        println!("| {n} instance(s) in parallel, until each crashed | – | {wall:.2} s wall (boot {up:.2} s) | {:.2}× of N=1 |", wall / parallel[0].1);
+    }
+}

@@ -24,6 +24,21 @@ pub enum GymError {
     /// The scheduler, workers or HTTP server could not start.
     #[error("start the scheduler")]
     Sched(#[from] crate::sched::Error),
+    /// The artifact store could not be opened.
+    #[error("open artifact store {url}")]
+    Artifacts {
+        /// The store's URL or path.
+        url: String,
+        /// Why.
+        #[source]
+        source: crate::core::Error,
+    },
+    /// A `gs://` store was asked of a build without GCS support.
+    #[error("open artifact store {url}: GCS needs kgym built with `--features gcp`")]
+    GcsDisabled {
+        /// The store's URL.
+        url: String,
+    },
 }
 
 /// An embedded gym: submit jobs to [`Gym::scheduler`], read artifacts from

@@ -29,3 +29,23 @@ pub fn default_data_dir() -> PathBuf {
     }
     dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("kgym")
 }
+
+/// Opens the artifact store named by `url`: `gs://bucket` (GCS, needs the
+/// `gcp` feature; credentials from the environment), `memory:` (in-memory),
+/// or a local directory path (created if missing).
+pub fn artifact_store_from_url(url: &str) -> Result<core::ArtifactStore, GymError> {
+    let wrap = |source| GymError::Artifacts { url: url.to_owned(), source };
+    if let Some(bucket) = url.strip_prefix("gs://") {
+        #[cfg(feature = "gcp")]
+        return core::ArtifactStore::gcs(bucket.trim_end_matches('/')).map_err(wrap);
+        #[cfg(not(feature = "gcp"))]
+        {
+            let _ = bucket;
+            return Err(GymError::GcsDisabled { url: url.to_owned() });
+        }
+    }
+    if url == "memory:" {
+        return Ok(core::ArtifactStore::in_memory());
+    }
+    core::ArtifactStore::local(url.strip_prefix("file://").unwrap_or(url)).map_err(wrap)
+}

@@ -1,0 +1,41 @@
+//! Settings shared by the stock services, read from the environment
+//! (12-factor style, so a systemd unit or a GCE metadata startup script can
+//! configure them).
+
+use std::path::PathBuf;
+
+use kgym::core::ArtifactStore;
+
+/// A setting from the environment, or its default.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// `KGYM_DATA`: the local data directory (caches, scratch, database).
+pub fn data_dir() -> PathBuf {
+    kgym::default_data_dir()
+}
+
+/// `KGYM_ARTIFACTS`: `gs://bucket` (needs `--features gcp`) or a directory
+/// shared by every service (default `$KGYM_DATA/artifacts`).
+pub fn artifacts() -> Result<ArtifactStore, Box<dyn std::error::Error + Send + Sync>> {
+    let default = data_dir().join("artifacts").display().to_string();
+    Ok(kgym::artifact_store_from_url(&env_or("KGYM_ARTIFACTS", &default))?)
+}
+
+/// `KGYM_TOKEN`: the bearer token of the scheduler's API.
+pub fn token() -> Option<String> {
+    std::env::var("KGYM_TOKEN").ok().filter(|t| !t.is_empty())
+}
+
+/// `KGYM_SLOTS`: concurrent stages of this worker (default 1).
+pub fn slots() -> u32 {
+    env_or("KGYM_SLOTS", "1").parse().unwrap_or(1)
+}
+
+/// Logs to stderr (`RUST_LOG` overrides `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}

@@ -1,0 +1,37 @@
+//! The stock reproduce worker service: claims `reproduce` stages from a
+//! scheduler over HTTP and runs them in local QEMU VMs (KVM when it works,
+//! TCG otherwise); SIGTERM hands running stages back.
+//!
+//! Environment: `KGYM_SERVER` (default `http://127.0.0.1:8000`),
+//! `KGYM_TOKEN`, `KGYM_DATA` (scratch), `KGYM_ARTIFACTS` (`gs://bucket` or a
+//! shared directory), `KGYM_SLOTS`.
+
+#[path = "common/service.rs"]
+mod service;
+
+use std::sync::Arc;
+
+use kgym::sched::http::HttpWorkerBackend;
+use kgym::sched::runtime::WorkerRuntime;
+use kgym::vm::{QemuRunner, ReproduceWorker};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    service::init_tracing();
+    let server = service::env_or("KGYM_SERVER", "http://127.0.0.1:8000");
+    let mut backend = HttpWorkerBackend::new(&server)?;
+    if let Some(token) = service::token() {
+        backend = backend.with_token(token);
+    }
+    let data = service::data_dir();
+    let runner = QemuRunner::builder().work_dir(data.join("scratch/vm")).build()?;
+    let worker = ReproduceWorker::new(Arc::new(runner)).scratch_dir(data.join("scratch/reproduce"));
+    let runtime = WorkerRuntime::builder(Arc::new(backend))
+        .artifacts(service::artifacts()?)
+        .worker(Arc::new(worker), service::slots())
+        .start()
+        .await?;
+    tracing::info!(%server, "kreproducer running");
+    runtime.run_until_signal().await?;
+    Ok(())
+}

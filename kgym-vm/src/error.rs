@@ -1,0 +1,137 @@
+//! The error type of `kgym-vm`.
+//!
+//! An error means the run could not be carried out (bad input, a missing
+//! tool, a broken host); a kernel that crashes or does not boot is a
+//! *result* ([`crate::RunOutput`]), never an error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What went wrong in `kgym-vm`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The run request is inconsistent (zero instances, missing kernel...).
+    #[error("accept the run request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A host tool the run needs is not installed.
+    #[error("find {tool} on this host: {hint}")]
+    ToolMissing {
+        /// The program name.
+        tool: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// A local file could not be read or written.
+    #[error("access {path}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A subprocess could not be started.
+    #[error("start {program}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A helper subprocess (qemu-img, git, make, ssh...) failed.
+    #[error("run {program}: {status}: {stderr_tail}")]
+    CommandFailed {
+        /// The program and its main arguments.
+        program: String,
+        /// How it exited.
+        status: String,
+        /// The last lines of its output.
+        stderr_tail: String,
+    },
+    /// A helper subprocess ran past its time limit and was killed.
+    #[error("run {program}: no result after {timeout:?}")]
+    CommandTimeout {
+        /// The program.
+        program: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The C reproducer does not compile: the input's fault, not the host's.
+    #[error("compile the C reproducer: {compiler} {status}")]
+    ReproducerDoesNotCompile {
+        /// The compiler used.
+        compiler: String,
+        /// How the compiler exited.
+        status: String,
+        /// The compiler's output (errors and warnings).
+        output: String,
+    },
+    /// The syzkaller program's header or text cannot be used.
+    #[error("read the syzkaller program: {reason}")]
+    BadSyzProgram {
+        /// What is wrong.
+        reason: String,
+    },
+    /// syz-execprog/syz-executor could not be provided: no checkout, no Go,
+    /// or neither the requested nor the fallback commit builds.
+    #[error("provide syzkaller binaries at {commit}: {reason}")]
+    Syzkaller {
+        /// The commit(s) tried.
+        commit: String,
+        /// Why it failed (build output tail, missing Go...).
+        reason: String,
+    },
+    /// QEMU exited before the guest produced any output, with an error.
+    #[error("start qemu ({program}): {status}: {stderr_tail}")]
+    QemuFailed {
+        /// The QEMU binary.
+        program: String,
+        /// How it exited.
+        status: String,
+        /// Its stderr.
+        stderr_tail: String,
+    },
+    /// The QMP control socket failed.
+    #[error("talk to qemu over QMP at {socket}")]
+    Qmp {
+        /// The socket path.
+        socket: PathBuf,
+        /// The transport or protocol error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The initramfs could not be built.
+    #[error("build the initramfs: {reason}")]
+    Initramfs {
+        /// What is wrong.
+        reason: String,
+    },
+    /// An artifact could not be read or stored.
+    #[error("move artifact {key}")]
+    Artifact {
+        /// The artifact key.
+        key: String,
+        /// The store's error.
+        #[source]
+        source: kgym_core::Error,
+    },
+    /// The run was cancelled; every VM it started has been stopped.
+    #[error("finish the run: cancelled")]
+    Cancelled,
+}
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+}

@@ -1,0 +1,177 @@
+//! Subprocesses that never outlive their owner: each runs in its own
+//! process group, which is killed on timeout, cancellation and drop.
+
+use std::ffi::OsStr;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+/// A command in a fresh process group, stdin closed, killed on drop.
+pub(crate) fn command(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.process_group(0).stdin(Stdio::null()).kill_on_drop(true);
+    cmd
+}
+
+/// Kills a child's whole process group when dropped (the child itself is
+/// `kill_on_drop`; this also reaches what it spawned, e.g. gcc's cc1).
+#[derive(Debug)]
+pub struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    /// Guards the group led by `child`.
+    pub fn new(child: &Child) -> Self {
+        Self(child.id().and_then(|id| i32::try_from(id).ok()))
+    }
+
+    /// Sends SIGKILL to the group now.
+    pub fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // ESRCH (already gone) is the normal case after a clean exit.
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Spawns `cmd` (built with [`command`]) with piped output.
+pub(crate) fn spawn_piped(cmd: &mut Command, program: &str) -> Result<(Child, GroupGuard)> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().map_err(|source| Error::Spawn { program: program.to_owned(), source })?;
+    let guard = GroupGuard::new(&child);
+    Ok((child, guard))
+}
+
+/// Runs `cmd` to completion with its output captured; kills its process
+/// group after `timeout` or when `cancel` fires.
+pub(crate) async fn run_captured(
+    mut cmd: Command,
+    program: &str,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<Output> {
+    let (child, mut guard) = spawn_piped(&mut cmd, program)?;
+    let out = tokio::select! {
+        out = child.wait_with_output() => out.map_err(|source| Error::Spawn { program: program.to_owned(), source })?,
+        () = tokio::time::sleep(timeout) => {
+            guard.kill();
+            return Err(Error::CommandTimeout { program: program.to_owned(), timeout });
+        }
+        () = cancel.cancelled() => {
+            guard.kill();
+            return Err(Error::Cancelled);
+        }
+    };
+    guard.kill();
+    Ok(out)
+}
+
+/// Like [`run_captured`], but a non-zero exit is an
+/// [`Error::CommandFailed`] carrying the output's tail.
+pub(crate) async fn run_checked(
+    cmd: Command,
+    program: &str,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<Output> {
+    let out = run_captured(cmd, program, timeout, cancel).await?;
+    if !out.status.success() {
+        return Err(Error::CommandFailed {
+            program: program.to_owned(),
+            status: out.status.to_string(),
+            stderr_tail: output_tail(&out, 20),
+        });
+    }
+    Ok(out)
+}
+
+/// The last `lines` lines of a process's stderr, or of stdout when stderr
+/// is empty.
+pub(crate) fn output_tail(out: &Output, lines: usize) -> String {
+    let text = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) { &out.stderr } else { &out.stdout };
+    kgym_core::failure::tail_lines(&String::from_utf8_lossy(text), lines)
+}
+
+/// Finds `name` on `PATH` (or accepts it as a path when it has a `/`).
+pub(crate) fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    if name.contains('/') {
+        let p = std::path::PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+}
+
+/// [`find_program`] or an [`Error::ToolMissing`] with `hint`.
+pub(crate) fn require_program(name: &str, hint: &str) -> Result<std::path::PathBuf> {
+    find_program(name).ok_or_else(|| Error::ToolMissing { tool: name.to_owned(), hint: hint.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let mut cmd = command("sh");
+        // The grandchild would outlive a plain kill of `sh`.
+        cmd.arg("-c").arg(format!("sleep 30 & echo $! > {}; wait", pid_file.display()));
+        let err = run_captured(cmd, "sh", Duration::from_millis(300), &CancellationToken::new()).await.unwrap_err();
+        assert!(matches!(err, Error::CommandTimeout { .. }), "{err:?}");
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        let alive = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.split(' ').nth(2).is_none_or(|state| state != "Z"))
+        };
+        for _ in 0..50 {
+            if !alive(&pid) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("grandchild {pid} survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn failures_carry_the_output_tail() {
+        let mut cmd = command("sh");
+        cmd.args(["-c", "echo first >&2; echo boom >&2; exit 3"]);
+        let err = run_checked(cmd, "sh", Duration::from_secs(10), &CancellationToken::new()).await.unwrap_err();
+        match err {
+            Error::CommandFailed { status, stderr_tail, .. } => {
+                assert!(status.contains('3'), "{status}");
+                assert_eq!(stderr_tail, "first\nboom");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_the_command() {
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c2.cancel();
+        });
+        let mut cmd = command("sleep");
+        cmd.arg("30");
+        let started = std::time::Instant::now();
+        let err = run_captured(cmd, "sleep", Duration::from_secs(30), &cancel).await.unwrap_err();
+        assert!(matches!(err, Error::Cancelled));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

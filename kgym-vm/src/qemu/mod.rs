@@ -1,0 +1,268 @@
+//! [`QemuRunner`]: the local [`VmRunner`] on QEMU.
+//!
+//! - [`args`]: the QEMU command line of one boot;
+//! - [`qmp`]: the QMP control socket (status, quit);
+//! - [`boot`]: one boot of one instance and its watchdogs;
+//! - `run` (private): N instances in parallel within the budget.
+
+pub mod args;
+pub mod boot;
+pub mod qmp;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kgym_core::stage::build::Arch;
+
+use crate::accel::AccelMode;
+use crate::error::{Error, Result};
+use crate::process;
+use crate::repro::ReproTools;
+use crate::repro::syz::{SYZKALLER_REPO, SyzkallerProvider};
+use crate::runner::{RunContext, RunOutput, RunRequest, VmRunner};
+
+pub use boot::Timeouts;
+
+/// Runs reproducers in local QEMU VMs. Build one with [`QemuRunner::builder`].
+#[derive(Debug, Clone)]
+pub struct QemuRunner {
+    qemu_x86_64: Option<PathBuf>,
+    qemu_i386: Option<PathBuf>,
+    accel: AccelMode,
+    probe_timeout: Duration,
+    accel_cache: Option<PathBuf>,
+    busybox: Option<PathBuf>,
+    tools: ReproTools,
+    work_dir: PathBuf,
+    timeouts: Timeouts,
+    extra_args: Vec<String>,
+}
+
+impl QemuRunner {
+    /// A builder with the defaults: QEMU from `PATH`, accelerator from
+    /// `KGYM_ACCEL` (`auto`/`kvm`/`tcg`, default `auto`), `gcc`, the host's
+    /// static busybox, temp files under the system temp directory.
+    pub fn builder() -> QemuRunnerBuilder {
+        QemuRunnerBuilder::default()
+    }
+
+    /// The QEMU binary for `arch`.
+    pub fn qemu_program(&self, arch: Arch) -> Result<PathBuf> {
+        let (given, name) = match arch {
+            Arch::X86_64 => (&self.qemu_x86_64, args::qemu_program(arch)),
+            Arch::I386 => (&self.qemu_i386, args::qemu_program(arch)),
+        };
+        match given {
+            Some(p) => Ok(p.clone()),
+            None => process::require_program(name, "install qemu-system-x86 (apt-get install qemu-system-x86)"),
+        }
+    }
+
+    /// The watchdog timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+}
+
+#[async_trait]
+impl VmRunner for QemuRunner {
+    async fn run(&self, req: RunRequest, ctx: &RunContext) -> Result<RunOutput> {
+        run::run(self, req, ctx).await
+    }
+}
+
+/// Configures a [`QemuRunner`].
+#[derive(Debug, Clone)]
+pub struct QemuRunnerBuilder {
+    qemu_x86_64: Option<PathBuf>,
+    qemu_i386: Option<PathBuf>,
+    accel: Option<AccelMode>,
+    probe_timeout: Duration,
+    accel_cache: Option<PathBuf>,
+    busybox: Option<PathBuf>,
+    cc: PathBuf,
+    syzkaller_dir: Option<PathBuf>,
+    syzkaller_repo: String,
+    syzkaller_cache: Option<PathBuf>,
+    work_dir: Option<PathBuf>,
+    timeouts: Timeouts,
+    extra_args: Vec<String>,
+}
+
+impl Default for QemuRunnerBuilder {
+    fn default() -> Self {
+        Self {
+            qemu_x86_64: None,
+            qemu_i386: None,
+            accel: None,
+            probe_timeout: Duration::from_secs(10),
+            accel_cache: dirs::cache_dir().map(|d| d.join("kgym").join("accel.json")),
+            busybox: None,
+            cc: PathBuf::from("gcc"),
+            syzkaller_dir: None,
+            syzkaller_repo: SYZKALLER_REPO.to_owned(),
+            syzkaller_cache: None,
+            work_dir: None,
+            timeouts: Timeouts::default(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl QemuRunnerBuilder {
+    /// The `qemu-system-x86_64` to use.
+    pub fn qemu_x86_64(mut self, path: impl Into<PathBuf>) -> Self {
+        self.qemu_x86_64 = Some(path.into());
+        self
+    }
+
+    /// The `qemu-system-i386` to use (32-bit kernels).
+    pub fn qemu_i386(mut self, path: impl Into<PathBuf>) -> Self {
+        self.qemu_i386 = Some(path.into());
+        self
+    }
+
+    /// How to pick the accelerator (overrides `KGYM_ACCEL`).
+    pub fn accel(mut self, mode: AccelMode) -> Self {
+        self.accel = Some(mode);
+        self
+    }
+
+    /// How long the KVM probe guest gets to reach userspace (default 10 s).
+    pub fn accel_probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
+        self
+    }
+
+    /// Where the accelerator decision is cached across processes
+    /// (default: the user's cache directory + `kgym/accel.json`).
+    pub fn accel_cache(mut self, path: Option<PathBuf>) -> Self {
+        self.accel_cache = path;
+        self
+    }
+
+    /// A static busybox for the initramfs (default: the host's).
+    pub fn busybox(mut self, path: impl Into<PathBuf>) -> Self {
+        self.busybox = Some(path.into());
+        self
+    }
+
+    /// The C compiler for C reproducers (default `gcc`).
+    pub fn cc(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cc = path.into();
+        self
+    }
+
+    /// A prebuilt syzkaller directory (`bin/linux_amd64/syz-execprog`...);
+    /// when set, syzkaller is never built.
+    pub fn syzkaller_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.syzkaller_dir = Some(dir.into());
+        self
+    }
+
+    /// The syzkaller repository to build from (default: upstream).
+    pub fn syzkaller_repo(mut self, url: impl Into<String>) -> Self {
+        self.syzkaller_repo = url.into();
+        self
+    }
+
+    /// Where syzkaller checkouts and per-commit builds are cached (default:
+    /// the user's cache directory + `kgym/syzkaller`).
+    pub fn syzkaller_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.syzkaller_cache = Some(dir.into());
+        self
+    }
+
+    /// Where runs put their temporary directories (removed after each run).
+    pub fn work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.work_dir = Some(dir.into());
+        self
+    }
+
+    /// All watchdog timeouts at once.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// How long a boot may take to reach userspace (default 5 min).
+    pub fn boot_timeout(mut self, t: Duration) -> Self {
+        self.timeouts.boot = t;
+        self
+    }
+
+    /// Console silence that makes `no output from test machine` (default 5 min).
+    pub fn no_output_timeout(mut self, t: Duration) -> Self {
+        self.timeouts.no_output = t;
+        self
+    }
+
+    /// Extra QEMU arguments appended to every boot.
+    pub fn extra_qemu_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Checks the configuration and builds the runner.
+    pub fn build(self) -> Result<QemuRunner> {
+        let accel = match self.accel {
+            Some(a) => a,
+            None => std::env::var("KGYM_ACCEL").ok().map(|v| v.parse()).transpose()?.unwrap_or_default(),
+        };
+        let work_dir = self.work_dir.unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&work_dir).map_err(Error::io(&work_dir))?;
+        let cache = self
+            .syzkaller_cache
+            .or_else(|| dirs::cache_dir().map(|d| d.join("kgym").join("syzkaller")))
+            .unwrap_or_else(|| work_dir.join("kgym-syzkaller"));
+        for t in [self.timeouts.boot, self.timeouts.no_output, self.timeouts.not_executing] {
+            if t.is_zero() {
+                return Err(Error::InvalidRequest { reason: "watchdog timeouts must be positive".into() });
+            }
+        }
+        let cc = if self.cc.components().count() == 1 {
+            process::find_program(&self.cc.display().to_string()).unwrap_or(self.cc)
+        } else {
+            self.cc
+        };
+        Ok(QemuRunner {
+            qemu_x86_64: self.qemu_x86_64,
+            qemu_i386: self.qemu_i386,
+            accel,
+            probe_timeout: self.probe_timeout,
+            accel_cache: self.accel_cache,
+            busybox: self.busybox,
+            tools: ReproTools {
+                cc,
+                syzkaller: SyzkallerProvider { prebuilt: self.syzkaller_dir, repo_url: self.syzkaller_repo, cache_dir: cache },
+            },
+            work_dir,
+            timeouts: self.timeouts,
+            extra_args: self.extra_args,
+        })
+    }
+}
+
+pub(crate) fn check_file(path: &Path, what: &str) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest { reason: format!("{what} {} does not exist", path.display()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_rejects_zero_timeouts_and_bad_env() {
+        let err = QemuRunner::builder().accel(AccelMode::Tcg).boot_timeout(Duration::ZERO).build().unwrap_err();
+        assert!(matches!(err, Error::InvalidRequest { .. }));
+        let r = QemuRunner::builder().accel(AccelMode::Tcg).work_dir(std::env::temp_dir()).build().unwrap();
+        assert_eq!(r.accel, AccelMode::Tcg);
+        assert_eq!(r.timeouts().boot, Duration::from_secs(300));
+    }
+}

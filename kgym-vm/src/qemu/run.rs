@@ -1,0 +1,283 @@
+//! One run: prepare the reproducer and userspace once, then N instances in
+//! parallel, each booting fresh VMs until the budget ends or the stop
+//! policy fires; then the verdict.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kgym_core::stage::reproduce::StopPolicy;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::QemuRunner;
+use super::args::{ImageFormat, QemuArgs};
+use super::boot::{self, BootMode, BootSetup, BootSignals};
+use crate::accel::{self, ProbeSpec};
+use crate::cmdline::KernelCmdline;
+use crate::error::{Error, Result};
+use crate::initramfs::{self, InitramfsSpec};
+use crate::outcome::{self, BootEnd, BootRecord, SpecialCrash};
+use crate::repro;
+use crate::runner::{RunContext, RunOutput, RunRequest, UserspaceSpec};
+use crate::ssh::SshTarget;
+use crate::symbolize::Symbolizer;
+
+fn validate(req: &RunRequest) -> Result<()> {
+    let bad = |reason: String| Err(Error::InvalidRequest { reason });
+    if req.instances == 0 || req.instances > 64 {
+        return bad(format!("instances must be 1..=64, got {}", req.instances));
+    }
+    if req.budget.is_zero() {
+        return bad("the budget must be positive".into());
+    }
+    super::check_file(&req.kernel, "kernel")?;
+    if let Some(v) = &req.vmlinux {
+        super::check_file(v, "vmlinux")?;
+    }
+    if let UserspaceSpec::Image(img) = &req.userspace {
+        super::check_file(&img.path, "disk image")?;
+        super::check_file(&img.ssh_key, "ssh key")?;
+    }
+    Ok(())
+}
+
+pub(super) async fn run(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) -> Result<RunOutput> {
+    let span = tracing::info_span!("qemu_run", kernel = %req.kernel.display(), instances = req.instances);
+    run_inner(runner, req, ctx).instrument(span).await
+}
+
+async fn run_inner(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) -> Result<RunOutput> {
+    validate(&req)?;
+    let started = Instant::now();
+    // Removed when this function returns, whatever the outcome.
+    let work = tempfile::Builder::new()
+        .prefix("kgym-run-")
+        .tempdir_in(&runner.work_dir)
+        .map_err(Error::io(&runner.work_dir))?;
+    let qemu = runner.qemu_program(req.arch)?;
+
+    ctx.line(format!("preparing the {:?} reproducer", req.reproducer.kind));
+    let prepared = repro::prepare(&req.reproducer, req.arch, &runner.tools, work.path(), &ctx.cancel).await?;
+
+    let busybox = match (&req.userspace, &runner.busybox, req.arch) {
+        (_, Some(b), _) => Some(initramfs::find_busybox(Some(b))?),
+        (UserspaceSpec::Initramfs, None, kgym_core::stage::build::Arch::I386) => {
+            return Err(Error::ToolMissing {
+                tool: "busybox (i386)".into(),
+                hint: "a 32-bit kernel needs a 32-bit static busybox: set QemuRunner::builder().busybox(..)".into(),
+            });
+        }
+        (UserspaceSpec::Initramfs, None, _) => Some(initramfs::find_busybox(None)?),
+        // The KVM probe boots an initramfs too; without busybox it is skipped.
+        (UserspaceSpec::Image(_), None, _) => initramfs::find_busybox(None).ok(),
+    };
+
+    let decision = match &busybox {
+        Some(bb) => {
+            let probe = ProbeSpec {
+                qemu: qemu.clone(),
+                kernel: req.kernel.clone(),
+                busybox: bb.clone(),
+                timeout: runner.probe_timeout,
+                work_dir: work.path().to_owned(),
+            };
+            accel::resolve(runner.accel, &probe, runner.accel_cache.as_deref(), &ctx.cancel).await?
+        }
+        // No busybox for a probe guest (disk-image runs): KVM only when
+        // asked for, otherwise the portable choice.
+        None if runner.accel != accel::AccelMode::Auto => accel::decide(runner.accel, &accel::KvmDevice::Usable, None),
+        None => accel::AccelDecision {
+            accel: kgym_core::stage::reproduce::Accel::Tcg,
+            reason: "no static busybox for a KVM probe guest".into(),
+        },
+    };
+    ctx.line(format!("accelerator: {} ({})", accel_name(decision.accel), decision.reason));
+
+    let mut cmdline = KernelCmdline::crash_finding();
+    let (initrd, disk, mode) = match &req.userspace {
+        UserspaceSpec::Initramfs => {
+            let spec = InitramfsSpec {
+                busybox: busybox.clone().ok_or_else(|| Error::Initramfs { reason: "no busybox".into() })?,
+                files: prepared.files.clone(),
+                program: prepared.command.clone(),
+                pause_secs: 1,
+            };
+            let path = work.path().join("initrd.cpio");
+            let bytes = spec.build()?;
+            tokio::fs::write(&path, bytes).await.map_err(Error::io(&path))?;
+            (Some(path), None, BootMode::Initramfs)
+        }
+        UserspaceSpec::Image(img) => {
+            cmdline.set(format!("root={}", img.root_device));
+            cmdline.set("rw");
+            let format = ImageFormat::detect(&img.path).map_err(Error::io(&img.path))?;
+            let ssh = SshTarget::new("127.0.0.1", 0, img.ssh_user.clone(), img.ssh_key.clone())
+                .with_private_key_copy(work.path())?;
+            let mode = BootMode::Image { ssh, files: prepared.files.clone(), command: prepared.command.clone() };
+            (None, Some((img.path.clone(), format)), mode)
+        }
+    };
+    if let Some(extra) = &req.cmdline {
+        cmdline.extend_user(extra)?;
+    }
+
+    let setup = Arc::new(BootSetup {
+        qemu,
+        args: QemuArgs {
+            arch: req.arch,
+            accel: decision.accel,
+            machine: req.machine,
+            kernel: req.kernel.clone(),
+            append: cmdline.render(),
+            initrd,
+            disk,
+            ssh_port: None,
+            qmp_socket: work.path().join("qmp"),
+            extra: runner.extra_args.clone(),
+        },
+        mode,
+        timeouts: runner.timeouts,
+        watch_executing: prepared.prints_executing,
+        dir: work.path().to_owned(),
+        run_start: started,
+    });
+
+    let run_cancel = ctx.cancel.child_token();
+    let sig = BootSignals { deadline: started + req.budget, stop: CancellationToken::new(), cancel: run_cancel.clone() };
+    let crashed = Arc::new(Mutex::new(HashSet::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..req.instances {
+        let (setup, sig, crashed, ctx) = (Arc::clone(&setup), sig.clone(), Arc::clone(&crashed), ctx.clone());
+        let (policy, n) = (req.policy, req.instances);
+        tasks.spawn(
+            async move { instance_loop(&setup, i, &sig, policy, n, &crashed, &ctx).await }
+                .instrument(tracing::info_span!("instance", i)),
+        );
+    }
+    let mut boots = Vec::new();
+    let mut first_err = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(b)) => boots.extend(b),
+            Ok(Err(e)) => {
+                // Stop the other instances, keep the first real cause.
+                run_cancel.cancel();
+                if first_err.is_none() || matches!(first_err, Some(Error::Cancelled)) {
+                    first_err = Some(e);
+                }
+            }
+            Err(join) => {
+                run_cancel.cancel();
+                first_err.get_or_insert(Error::Spawn { program: "instance task".into(), source: std::io::Error::other(join) });
+            }
+        }
+    }
+    if ctx.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    boots.sort_by(|a, b| a.ended.total_cmp(&b.ended));
+
+    if let Some(vmlinux) = &req.vmlinux {
+        symbolize_all(vmlinux, &mut boots, ctx).await?;
+    }
+    let crashes = outcome::group_crashes(&boots);
+    let out = RunOutput {
+        crashed: crashes.iter().any(|g| g.kind == kgym_core::stage::reproduce::CrashKind::Crash),
+        title: outcome::picked_title(&crashes),
+        message: outcome::message(&crashes).to_owned(),
+        image_ability: outcome::image_ability(&boots),
+        crashes,
+        boots,
+        accel: decision.accel,
+        accel_reason: decision.reason,
+        seconds: started.elapsed().as_secs_f64(),
+        syzkaller_commit: prepared.syzkaller_commit,
+    };
+    ctx.line(format!(
+        "verdict: {} ({}), {} boot(s) in {:.1}s",
+        out.title.as_deref().unwrap_or("no crash"),
+        out.message,
+        out.boots.len(),
+        out.seconds
+    ));
+    Ok(out)
+}
+
+async fn symbolize_all(vmlinux: &std::path::Path, boots: &mut [BootRecord], ctx: &RunContext) -> Result<()> {
+    if !boots.iter().any(|b| b.report.is_some()) {
+        return Ok(());
+    }
+    let mut sym = Symbolizer::load(vmlinux, &ctx.cancel).await?;
+    for b in boots.iter_mut() {
+        if let Some(r) = b.report.as_mut()
+            && let Err(e) = sym.symbolize(r, &ctx.cancel).await
+        {
+            if matches!(e, Error::Cancelled) {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "symbolization failed; keeping the raw report");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn accel_name(a: kgym_core::stage::reproduce::Accel) -> &'static str {
+    match a {
+        kgym_core::stage::reproduce::Accel::Kvm => "kvm",
+        kgym_core::stage::reproduce::Accel::Tcg => "tcg",
+        kgym_core::stage::reproduce::Accel::Cloud => "cloud",
+    }
+}
+
+async fn instance_loop(
+    setup: &BootSetup,
+    i: u32,
+    sig: &BootSignals,
+    policy: StopPolicy,
+    instances: u32,
+    crashed: &Mutex<HashSet<u32>>,
+    ctx: &RunContext,
+) -> Result<Vec<BootRecord>> {
+    let mut out = Vec::new();
+    for run in 0.. {
+        if Instant::now() >= sig.deadline || sig.stop.is_cancelled() {
+            break;
+        }
+        ctx.line(format!("instance {i}: booting (boot {run})"));
+        let rec = boot::boot(setup, i, run, sig, ctx).await?;
+        let end = rec.end.clone();
+        out.push(rec);
+        match end {
+            BootEnd::Crash { title } => {
+                ctx.line(format!("instance {i}: crashed: {title}"));
+                let all = {
+                    let mut c = crashed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    c.insert(i);
+                    c.len() as u32 >= instances
+                };
+                match policy {
+                    StopPolicy::FirstCrash => sig.stop.cancel(),
+                    StopPolicy::AllInstances if all => sig.stop.cancel(),
+                    StopPolicy::AllInstances | StopPolicy::Budget => {}
+                }
+            }
+            BootEnd::Special { special } => {
+                ctx.line(format!("instance {i}: {}", special.title()));
+                // A kernel that did not boot will not boot the next time.
+                if special == SpecialCrash::DidNotBoot {
+                    break;
+                }
+            }
+            BootEnd::BudgetEnded => {
+                ctx.line(format!("instance {i}: budget ended without a crash"));
+                break;
+            }
+            BootEnd::Stopped => break,
+        }
+    }
+    Ok(out)
+}
