@@ -7,6 +7,7 @@
 //! (`gs://bucket` or a shared directory).
 
 #[path = "common/service.rs"]
+#[allow(dead_code)] // the scheduler uses only part of the shared settings
 mod service;
 
 use kgym::core::StageKind;

@@ -16,21 +16,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use kgym::compose::{PatchVerdict, patch_verdict};
-use kgym::core::stage::build::{BaseConfig, BuildArgs, KernelConfig, KernelSource};
-use kgym::core::stage::reproduce::{KernelRef, ReproduceArgs, ReproduceResult, Reproducer};
-use kgym::core::{Job, JobSpec, StageIndex, StageKind};
+use kgym::core::stage::build::KernelSource;
+use kgym::core::stage::reproduce::ReproduceResult;
+use kgym::core::{Job, JobSpec};
+use kgym::samples::{BUG_PATCH, BUG_TITLE, DEBIAN_KERNEL_TARBALL, FIXED_PATCH, evaluation_job};
 use kgym::sched::types::JobEvent;
 use kgym::sched::{Scheduler, SchedulerExt};
 use kgym::Gym;
 
-const BUG_PATCH: &str = include_str!("../testdata/bugs/bug.patch");
-const FIXED_PATCH: &str = include_str!("../testdata/bugs/fixed.patch");
-const REPRO_C: &str = include_str!("../testdata/bugs/repro.c");
-/// tinyconfig plus what a crash-finding VM needs (serial console, initrd,
-/// KASAN, debug info for symbolized reports).
-const CONFIG_FRAGMENT: &str = include_str!("../kgym-testkit/config/test-kernel.frag");
-const BUG_TITLE: &str = "KASAN: use-after-free Read in kgym_note_store";
-const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -44,7 +37,7 @@ fn parse_args() -> Result<Options, BoxError> {
     let mut data = kgym::default_data_dir();
     let mut git = None;
     let mut commit = None;
-    let mut tarball = PathBuf::from(DEFAULT_TARBALL);
+    let mut tarball = PathBuf::from(DEBIAN_KERNEL_TARBALL);
     let mut budget = Duration::from_secs(30);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -79,17 +72,9 @@ fn parse_args() -> Result<Options, BoxError> {
     Ok(Options { data, source, budget })
 }
 
-/// Build with `patch`, then run the reproducer on that kernel.
-fn evaluation_job(opts: &Options, patch: &str, what: &str) -> JobSpec {
-    let config = KernelConfig::Base { base: BaseConfig::Tinyconfig, fragments: vec![CONFIG_FRAGMENT.to_owned()] };
-    let build = BuildArgs::new(opts.source.clone(), config).with_patch(patch);
-    let mut repro = ReproduceArgs::new(KernelRef::FromStage { stage: StageIndex(0) }, Reproducer::c(REPRO_C));
-    repro.budget = opts.budget;
-    JobSpec::new()
-        .stage(StageKind::build(), &build)
-        .stage(StageKind::reproduce(), &repro)
-        .tag("composed-by", "kgym quickstart")
-        .tag("quickstart", what)
+/// The sample job (build with `patch`, reproduce), tagged.
+fn job(opts: &Options, patch: &str, what: &str) -> JobSpec {
+    evaluation_job(opts.source.clone(), patch, opts.budget).tag("composed-by", "kgym quickstart").tag("quickstart", what)
 }
 
 /// Submits `spec`, shows the latest log line of the running stage, returns
@@ -132,7 +117,7 @@ async fn main() -> Result<(), BoxError> {
     let start = Instant::now();
 
     // 1+2. The buggy kernel crashes, and the crash gets its syzkaller title.
-    let bug = run_job(sched.as_ref(), evaluation_job(&opts, BUG_PATCH, "bug"), "build + reproduce the bug").await?;
+    let bug = run_job(sched.as_ref(), job(&opts, BUG_PATCH, "bug"), "build + reproduce the bug").await?;
     if let Some((stage, failure)) = bug.failure() {
         gym.shutdown().await;
         return Err(format!("stage {stage} of the bug job failed: {failure}").into());
@@ -149,7 +134,7 @@ async fn main() -> Result<(), BoxError> {
     }
 
     // 3. Evaluate the fix on the warm tree.
-    let fix = run_job(sched.as_ref(), evaluation_job(&opts, FIXED_PATCH, "fix"), "evaluate the fix").await?;
+    let fix = run_job(sched.as_ref(), job(&opts, FIXED_PATCH, "fix"), "evaluate the fix").await?;
     let verdict = patch_verdict(&fix, BUG_TITLE);
     println!("fix: {verdict}  [{}]", describe(&fix));
     println!("total {:.0} s", start.elapsed().as_secs_f64());

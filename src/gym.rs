@@ -46,7 +46,8 @@ pub enum GymError {
 ///
 /// - `jobs.sqlite3`, `artifacts/`: the scheduler's state and the job
 ///   artifacts;
-/// - `build/`: repository cache, extracted tarballs, warm build trees;
+/// - `build/`: repository cache, extracted tarballs, warm build trees
+///   (movable with [`GymBuilder::build_cache`]);
 /// - `scratch/`: per-stage temporary files (removed after each stage).
 #[derive(Debug)]
 pub struct Gym {
@@ -67,6 +68,7 @@ impl Gym {
             build_slots: 1,
             reproduce_slots: 1,
             http: None,
+            build_cache: None,
             local_builder: None,
             runner: None,
         }
@@ -111,6 +113,7 @@ pub struct GymBuilder {
     build_slots: u32,
     reproduce_slots: u32,
     http: Option<(SocketAddr, Option<String>)>,
+    build_cache: Option<PathBuf>,
     local_builder: Option<LocalBuilder>,
     runner: Option<QemuRunner>,
 }
@@ -136,6 +139,15 @@ impl GymBuilder {
         self
     }
 
+    /// Keeps the default builder's repository cache, extracted sources and
+    /// warm trees in `dir` instead of `data_dir/build` (e.g. on a bigger
+    /// disk, or shared by several gyms: builds of one key are serialized by
+    /// file locks).
+    pub fn build_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.build_cache = Some(dir.into());
+        self
+    }
+
     /// Uses this builder instead of the default `LocalBuilder` under
     /// `data_dir/build`.
     pub fn local_builder(mut self, builder: LocalBuilder) -> Self {
@@ -155,7 +167,7 @@ impl GymBuilder {
         let scratch = dir.join("scratch");
         let builder = match self.local_builder {
             Some(b) => b,
-            None => LocalBuilder::builder(dir.join("build")).build()?,
+            None => LocalBuilder::builder(self.build_cache.unwrap_or_else(|| dir.join("build"))).build()?,
         };
         let builder = Arc::new(builder);
         let runner = match self.runner {

@@ -18,6 +18,7 @@ pub use kgym_vm as vm;
 
 pub mod compose;
 mod gym;
+pub mod samples;
 
 pub use gym::{Gym, GymBuilder, GymError};
 

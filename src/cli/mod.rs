@@ -35,6 +35,10 @@ pub struct Common {
     /// artifacts. Default: the user's data directory + `/kgym`.
     #[arg(long, global = true, env = "KGYM_DATA")]
     pub data: Option<PathBuf>,
+    /// Where builds keep repositories, sources and warm trees (default:
+    /// `<data>/build`).
+    #[arg(long, global = true, env = "KGYM_BUILD_CACHE")]
+    pub build_cache: Option<PathBuf>,
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -44,6 +48,15 @@ impl Common {
     /// The data directory to use.
     pub fn data_dir(&self) -> PathBuf {
         self.data.clone().unwrap_or_else(kgym::default_data_dir)
+    }
+
+    /// The embedded gym's configuration from these options.
+    pub fn gym(&self) -> kgym::GymBuilder {
+        let gym = kgym::Gym::builder(self.data_dir());
+        match &self.build_cache {
+            Some(dir) => gym.build_cache(dir),
+            None => gym,
+        }
     }
 }
 

@@ -99,7 +99,7 @@ mod tests {
             file: "/nonexistent/console.log".into(),
             json: false,
         };
-        let common = Common { data: None, verbose: 0 };
+        let common = Common { data: None, build_cache: None, verbose: 0 };
         let err = run(args, &common).await.expect_err("missing file");
         assert_eq!(err.to_string(), "read console log /nonexistent/console.log");
         assert!(

@@ -44,7 +44,7 @@ pub fn read_spec(path: &std::path::Path) -> Result<JobSpec, Box<dyn std::error::
 /// Runs the subcommand.
 pub async fn run(args: Args, common: &Common) -> CmdResult {
     let spec = read_spec(&args.job)?;
-    let gym = Gym::embedded(common.data_dir()).await?;
+    let gym = common.gym().start().await?;
     let sched = gym.scheduler();
     let id = sched.submit(spec).await?;
     let outcome = follow(sched.as_ref(), id).await;

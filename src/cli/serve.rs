@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use kgym::Gym;
 
 use super::{CmdResult, Common};
 
@@ -27,7 +26,7 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub async fn run(args: Args, common: &Common) -> CmdResult {
-    let gym = Gym::builder(common.data_dir())
+    let gym = common.gym()
         .build_slots(args.build_slots)
         .reproduce_slots(args.reproduce_slots)
         .serve_http(args.listen, args.token)
