@@ -35,7 +35,8 @@ async fn kernel() -> (PathBuf, PathBuf) {
         let d = PathBuf::from(dir);
         return (d.join("arch/x86/boot/bzImage"), d.join("vmlinux"));
     }
-    let patch = std::fs::read_to_string(kgym_testkit::workspace_root().join("testdata/bugs/bug.patch")).expect("bug.patch");
+    let patch =
+        std::fs::read_to_string(kgym_testkit::workspace_root().join("testdata/bugs/bug.patch")).expect("bug.patch");
     let k = kgym_testkit::test_kernel_with_patch(&patch).await;
     (k.bzimage, k.vmlinux)
 }
@@ -155,6 +156,9 @@ async fn main() {
     println!("| whole run(): compile + initramfs + boot + crash + stop | – | {:.2} s | – |", median(whole));
     println!("| crash report complete → QEMU gone | – | {:.3} s | (goal < 1 s) |", median(stop));
     for (n, wall, up) in &parallel {
-        println!("| {n} instance(s) in parallel, until each crashed | – | {wall:.2} s wall (boot {up:.2} s) | {:.2}× of N=1 |", wall / parallel[0].1);
+        println!(
+            "| {n} instance(s) in parallel, until each crashed | – | {wall:.2} s wall (boot {up:.2} s) | {:.2}× of N=1 |",
+            wall / parallel[0].1
+        );
     }
 }

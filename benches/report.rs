@@ -34,20 +34,12 @@ fn load_fixtures() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let mut quiet = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
         let path = entry.expect("dir entry").path();
-        if !path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        {
+        if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
             continue;
         }
         let data = std::fs::read(&path).expect("readable fixture");
         let log = fixture_log(&data);
-        if data.starts_with(b"\n") {
-            quiet.push(log)
-        } else {
-            crash.push(log)
-        }
+        if data.starts_with(b"\n") { quiet.push(log) } else { crash.push(log) }
     }
     (crash, quiet)
 }
@@ -115,10 +107,8 @@ fn main() {
             long.extend_from_slice(q);
         }
     }
-    let crash_log = crash
-        .iter()
-        .find(|l| parse(l).is_some_and(|r| r.title.starts_with("KASAN:")))
-        .expect("a KASAN fixture");
+    let crash_log =
+        crash.iter().find(|l| parse(l).is_some_and(|r| r.title.starts_with("KASAN:"))).expect("a KASAN fixture");
     long.extend_from_slice(crash_log);
     let long = vec![long];
     let long_bytes = long[0].len();
@@ -130,50 +120,19 @@ fn main() {
         bytes,
         bytes as f64 / 1e6
     );
-    println!(
-        "{:<34} {:>8} {:>12} {:>12} {:>10} {:>14}",
-        "case", "logs", "bytes", "ms/pass", "MB/s", "time/baseline"
-    );
+    println!("{:<34} {:>8} {:>12} {:>12} {:>10} {:>14}", "case", "logs", "bytes", "ms/pass", "MB/s", "time/baseline");
     let row = |name: &str, logs: usize, size: usize, secs: f64, base: f64| {
         let mbs = size as f64 / secs / 1e6;
-        println!(
-            "{name:<34} {logs:>8} {size:>12} {:>12.2} {mbs:>10.1} {:>13.1}x",
-            secs * 1e3,
-            secs / base
-        );
+        println!("{name:<34} {logs:>8} {size:>12} {:>12.2} {mbs:>10.1} {:>13.1}x", secs * 1e3, secs / base);
     };
     let base = time(budget, || baseline(&all));
     row("baseline: utf-8 + line split", all.len(), bytes, base, base);
-    row(
-        "parse(): whole log",
-        all.len(),
-        bytes,
-        time(budget, || whole(&all)),
-        base,
-    );
-    row(
-        "StreamParser: line by line",
-        all.len(),
-        bytes,
-        time(budget, || stream(&all)),
-        base,
-    );
+    row("parse(): whole log", all.len(), bytes, time(budget, || whole(&all)), base);
+    row("StreamParser: line by line", all.len(), bytes, time(budget, || stream(&all)), base);
     let long_base = time(budget, || baseline(&long));
     row("baseline: long log", 1, long_bytes, long_base, long_base);
-    row(
-        "parse(): long log, crash at end",
-        1,
-        long_bytes,
-        time(budget, || whole(&long)),
-        long_base,
-    );
-    row(
-        "StreamParser: long log",
-        1,
-        long_bytes,
-        time(budget, || stream(&long)),
-        long_base,
-    );
+    row("parse(): long log, crash at end", 1, long_bytes, time(budget, || whole(&long)), long_base);
+    row("StreamParser: long log", 1, long_bytes, time(budget, || stream(&long)), long_base);
     println!(
         "(time/baseline: time of the case over time of the raw baseline on the same input; goal: parse() >= 50 MB/s)"
     );

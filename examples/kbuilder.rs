@@ -13,26 +13,17 @@ mod service;
 use std::sync::Arc;
 
 use kgym::build::{BuildWorker, LocalBuilder, PatchCheckWorker};
-use kgym::sched::http::HttpWorkerBackend;
-use kgym::sched::runtime::WorkerRuntime;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     service::init_tracing();
-    let server = service::env_or("KGYM_SERVER", "http://127.0.0.1:8000");
-    let mut backend = HttpWorkerBackend::new(&server)?;
-    if let Some(token) = service::token() {
-        backend = backend.with_token(token);
-    }
     let data = service::data_dir();
     let builder = Arc::new(LocalBuilder::builder(data.join("build")).build()?);
-    let runtime = WorkerRuntime::builder(Arc::new(backend))
-        .artifacts(service::artifacts()?)
+    let runtime = service::worker_runtime()?
         .worker(Arc::new(BuildWorker::new(builder.clone(), data.join("scratch/build"))), service::slots())
         .worker(Arc::new(PatchCheckWorker::new(builder, data.join("scratch/patch-check"))), 1)
         .start()
         .await?;
-    tracing::info!(%server, "kbuilder running");
     runtime.run_until_signal().await?;
     Ok(())
 }

@@ -11,27 +11,15 @@ mod service;
 
 use std::sync::Arc;
 
-use kgym::sched::http::HttpWorkerBackend;
-use kgym::sched::runtime::WorkerRuntime;
 use kgym::vm::{QemuRunner, ReproduceWorker};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     service::init_tracing();
-    let server = service::env_or("KGYM_SERVER", "http://127.0.0.1:8000");
-    let mut backend = HttpWorkerBackend::new(&server)?;
-    if let Some(token) = service::token() {
-        backend = backend.with_token(token);
-    }
     let data = service::data_dir();
     let runner = QemuRunner::builder().work_dir(data.join("scratch/vm")).build()?;
     let worker = ReproduceWorker::new(Arc::new(runner)).scratch_dir(data.join("scratch/reproduce"));
-    let runtime = WorkerRuntime::builder(Arc::new(backend))
-        .artifacts(service::artifacts()?)
-        .worker(Arc::new(worker), service::slots())
-        .start()
-        .await?;
-    tracing::info!(%server, "kreproducer running");
+    let runtime = service::worker_runtime()?.worker(Arc::new(worker), service::slots()).start().await?;
     runtime.run_until_signal().await?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use kgym::Gym;
 use kgym::compose::{PatchVerdict, patch_verdict};
 use kgym::core::stage::build::KernelSource;
 use kgym::core::stage::reproduce::ReproduceResult;
@@ -22,8 +23,6 @@ use kgym::core::{Job, JobSpec};
 use kgym::samples::{BUG_PATCH, BUG_TITLE, DEBIAN_KERNEL_TARBALL, FIXED_PATCH, evaluation_job};
 use kgym::sched::types::JobEvent;
 use kgym::sched::{Scheduler, SchedulerExt};
-use kgym::Gym;
-
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -74,7 +73,9 @@ fn parse_args() -> Result<Options, BoxError> {
 
 /// The sample job (build with `patch`, reproduce), tagged.
 fn job(opts: &Options, patch: &str, what: &str) -> JobSpec {
-    evaluation_job(opts.source.clone(), patch, opts.budget).tag("composed-by", "kgym quickstart").tag("quickstart", what)
+    evaluation_job(opts.source.clone(), patch, opts.budget)
+        .tag("composed-by", "kgym quickstart")
+        .tag("quickstart", what)
 }
 
 /// Submits `spec`, shows the latest log line of the running stage, returns

@@ -226,7 +226,9 @@ pub fn build_args(bug: &BugRecord, opts: &ComposeOptions) -> Result<BuildArgs, C
     let arch = match crash.architecture.as_deref().unwrap_or("amd64") {
         "amd64" | "x86_64" => Arch::X86_64,
         "386" | "i386" => Arch::I386,
-        other => return Err(ComposeError::UnsupportedArch { bug: bug.id.clone(), arch: other.to_owned() }),
+        other => {
+            return Err(ComposeError::UnsupportedArch { bug: bug.id.clone(), arch: other.to_owned() });
+        }
     };
     let mut args = BuildArgs::new(source, KernelConfig::Full { text });
     args.arch = arch;
@@ -380,7 +382,9 @@ pub fn patch_verdict(job: &Job, bug_title: &str) -> PatchVerdict {
     };
     let repro: ReproduceResult = match result.decode() {
         Ok(r) => r,
-        Err(e) => return PatchVerdict::Error { reason: format!("the last stage is not a reproduce result: {e}") },
+        Err(e) => {
+            return PatchVerdict::Error { reason: format!("the last stage is not a reproduce result: {e}") };
+        }
     };
     if repro.crashed {
         let title = repro.title.unwrap_or_default();
@@ -397,7 +401,7 @@ pub fn patch_verdict(job: &Job, bug_title: &str) -> PatchVerdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{JobId, Outcome, StageResult, StageFailure};
+    use crate::core::{JobId, Outcome, StageFailure, StageResult};
 
     fn bug(id: &str) -> BugRecord {
         serde_json::from_value(serde_json::json!({
@@ -419,7 +423,10 @@ mod tests {
 
     #[test]
     fn git_urls_lose_web_decorations() {
-        assert_eq!(normalize_git_url("https://github.com/torvalds/linux/commits/abc"), "https://github.com/torvalds/linux");
+        assert_eq!(
+            normalize_git_url("https://github.com/torvalds/linux/commits/abc"),
+            "https://github.com/torvalds/linux"
+        );
         assert_eq!(
             normalize_git_url("https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git/log/?id=abc"),
             "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git"
@@ -442,7 +449,9 @@ mod tests {
         assert_eq!(repro.reproducer.kind, ReproducerKind::C);
         assert_eq!(spec.tags["contains-kernel-commit-abc-at"], "0");
         assert_eq!(spec.tags["bug-reproduction-for"], "b1");
-        let syz = bug_reproduction(&bug("b1"), &ComposeOptions { preference: ReproPreference::Syz, ..Default::default() }).unwrap();
+        let syz =
+            bug_reproduction(&bug("b1"), &ComposeOptions { preference: ReproPreference::Syz, ..Default::default() })
+                .unwrap();
         let repro: ReproduceArgs = serde_json::from_value(syz.stages[1].arg.clone()).unwrap();
         assert_eq!(repro.reproducer.kind, ReproducerKind::Syz);
         assert_eq!(repro.reproducer.syzkaller_commit.as_deref(), Some("s1"));
@@ -459,7 +468,10 @@ mod tests {
     fn bad_records_are_typed_errors() {
         let mut b = bug("x");
         b.crashes[0].kernel_source_commit = None;
-        assert_eq!(bug_reproduction(&b, &Default::default()), Err(ComposeError::MissingField { bug: "x".into(), field: "kernel-source-commit" }));
+        assert_eq!(
+            bug_reproduction(&b, &Default::default()),
+            Err(ComposeError::MissingField { bug: "x".into(), field: "kernel-source-commit" })
+        );
         let mut b = bug("x");
         b.crashes[0].architecture = Some("arm64".into());
         assert!(matches!(bug_reproduction(&b, &Default::default()), Err(ComposeError::UnsupportedArch { .. })));
@@ -501,14 +513,18 @@ mod tests {
     fn patch_verdicts_follow_the_reproduce_result() {
         let built = StageResult::success("built", serde_json::json!({}));
         let t = "KASAN: use-after-free Read in foo";
-        assert_eq!(patch_verdict(&finished_job(vec![built.clone(), repro_result(false, None)]), t), PatchVerdict::Fixed);
+        assert_eq!(
+            patch_verdict(&finished_job(vec![built.clone(), repro_result(false, None)]), t),
+            PatchVerdict::Fixed
+        );
         assert_eq!(
             patch_verdict(&finished_job(vec![built.clone(), repro_result(true, Some(t))]), t),
             PatchVerdict::NotFixed { title: t.into(), same_title: true }
         );
         let other = patch_verdict(&finished_job(vec![built.clone(), repro_result(true, Some("WARNING in bar"))]), t);
         assert_eq!(other, PatchVerdict::NotFixed { title: "WARNING in bar".into(), same_title: false });
-        let no_boot = patch_verdict(&finished_job(vec![built.clone(), repro_result(false, Some("kernel did not boot"))]), t);
+        let no_boot =
+            patch_verdict(&finished_job(vec![built.clone(), repro_result(false, Some("kernel did not boot"))]), t);
         assert!(matches!(no_boot, PatchVerdict::Error { .. }));
         let failed = StageResult::failure(StageFailure::new("patch-does-not-apply", "patch does not apply"));
         let v = patch_verdict(&finished_job(vec![failed]), t);

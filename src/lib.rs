@@ -8,6 +8,25 @@
 //! [`core`] (job model, artifacts, `Worker`), [`build`] (`KernelBuilder`),
 //! [`vm`] (`VmRunner`, crash reports), [`sched`] (`Scheduler`, worker
 //! runtime, HTTP API).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kgym::compose::{patch_verdict, PatchVerdict};
+//! use kgym::core::stage::build::KernelSource;
+//! use kgym::samples::{evaluation_job, BUG_TITLE, DEBIAN_KERNEL_TARBALL, FIXED_PATCH};
+//! use kgym::sched::SchedulerExt;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let gym = kgym::Gym::embedded("/var/lib/kgym").await?; // SQLite + local workers + artifacts
+//! let sched = gym.scheduler(); // Arc<dyn Scheduler>
+//! // against a remote gym instead, one line changes:
+//! // let sched = std::sync::Arc::new(kgym::sched::http::HttpScheduler::new("http://gym:8000")?);
+//! let spec = evaluation_job(KernelSource::tarball(DEBIAN_KERNEL_TARBALL), FIXED_PATCH, Duration::from_secs(60));
+//! let job = sched.run(spec).await?; // submit + await (an event stream, no polling)
+//! assert_eq!(patch_verdict(&job, BUG_TITLE), PatchVerdict::Fixed);
+//! gym.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 use std::path::PathBuf;
 

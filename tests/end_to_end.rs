@@ -17,8 +17,8 @@ use kgym::core::stage::build::{BuildArgs, KernelSource};
 use kgym::core::stage::reproduce::ReproduceResult;
 use kgym::core::{JobSpec, JobStatus, StageKind};
 use kgym::samples::{BUG_PATCH, BUG_TITLE, DEBIAN_KERNEL_TARBALL, FIXED_PATCH, evaluation_job};
-use kgym::sched::types::JobEvent;
 use kgym::sched::SchedulerExt;
+use kgym::sched::types::JobEvent;
 
 /// The kernel tarball, build tools and QEMU are here (else skip; CI fails).
 fn tools_available() -> bool {
@@ -104,7 +104,9 @@ fn processes_under(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();

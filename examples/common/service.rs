@@ -4,7 +4,11 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use kgym::core::ArtifactStore;
+use kgym::sched::http::HttpWorkerBackend;
+use kgym::sched::runtime::{RuntimeBuilder, WorkerRuntime};
 
 /// A setting from the environment, or its default.
 pub fn env_or(name: &str, default: &str) -> String {
@@ -38,4 +42,17 @@ pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+/// A worker runtime claiming stages from the scheduler at `KGYM_SERVER`
+/// (default `http://127.0.0.1:8000`) with `KGYM_TOKEN`, storing artifacts
+/// in `KGYM_ARTIFACTS`; add workers, then start it.
+pub fn worker_runtime() -> Result<RuntimeBuilder, Box<dyn std::error::Error + Send + Sync>> {
+    let server = env_or("KGYM_SERVER", "http://127.0.0.1:8000");
+    let mut backend = HttpWorkerBackend::new(&server)?;
+    if let Some(token) = token() {
+        backend = backend.with_token(token);
+    }
+    tracing::info!(%server, "claiming stages");
+    Ok(WorkerRuntime::builder(Arc::new(backend)).artifacts(artifacts()?))
 }

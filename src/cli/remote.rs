@@ -170,7 +170,9 @@ async fn stream_logs(
             None => break,
         }
     }
-    let Some(mut events) = events else { return Ok(None) };
+    let Some(mut events) = events else {
+        return Ok(None);
+    };
     while let Some(ev) = events.next().await {
         match ev? {
             JobEvent::Log(l) if l.seq > last => {

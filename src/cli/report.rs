@@ -59,10 +59,7 @@ impl<'a> JsonOutput<'a> {
 /// Runs the subcommand: prints the title (or `no crash`), or the JSON
 /// object; exits 0 whether or not there was a crash.
 pub async fn run(args: Args, _common: &Common) -> CmdResult {
-    let log = tokio::fs::read(&args.file).await.map_err(|source| Error::Read {
-        path: args.file.clone(),
-        source,
-    })?;
+    let log = tokio::fs::read(&args.file).await.map_err(|source| Error::Read { path: args.file.clone(), source })?;
     // Parsing is CPU work; big logs take a while.
     let report = tokio::task::spawn_blocking(move || parse(&log)).await?;
     if args.json {
@@ -80,10 +77,7 @@ mod tests {
     #[test]
     fn json_has_the_four_keys_and_nulls_without_a_crash() {
         let none = serde_json::to_value(JsonOutput::of(None)).expect("serializes");
-        assert_eq!(
-            none,
-            serde_json::json!({"title": null, "type": null, "corrupted": false, "report": null})
-        );
+        assert_eq!(none, serde_json::json!({"title": null, "type": null, "corrupted": false, "report": null}));
         let log = b"[ 1.0] BUG: KASAN: use-after-free in foo+0x1/0x2\n[ 1.1] Read of size 8 at addr ffff88801234 by task x/1\n";
         let report = parse(log).expect("a crash");
         let some = serde_json::to_value(JsonOutput::of(Some(&report))).expect("serializes");
@@ -95,16 +89,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_file_is_a_clear_error() {
-        let args = Args {
-            file: "/nonexistent/console.log".into(),
-            json: false,
-        };
+        let args = Args { file: "/nonexistent/console.log".into(), json: false };
         let common = Common { data: None, build_cache: None, verbose: 0 };
         let err = run(args, &common).await.expect_err("missing file");
         assert_eq!(err.to_string(), "read console log /nonexistent/console.log");
-        assert!(
-            std::error::Error::source(err.as_ref()).is_some(),
-            "the io error is chained"
-        );
+        assert!(std::error::Error::source(err.as_ref()).is_some(), "the io error is chained");
     }
 }

@@ -183,7 +183,12 @@ fn save_incident(dir: &Path, b: &BootRecord) -> Result<JsonIncident, Error> {
 fn to_json(out: &RunOutput, dir: &Path) -> Result<JsonOutput, Error> {
     let mut crashes = Vec::new();
     for g in &out.crashes {
-        let incidents = g.boots.iter().filter_map(|&i| out.boots.get(i)).map(|b| save_incident(dir, b)).collect::<Result<_, _>>()?;
+        let incidents = g
+            .boots
+            .iter()
+            .filter_map(|&i| out.boots.get(i))
+            .map(|b| save_incident(dir, b))
+            .collect::<Result<_, _>>()?;
         crashes.push(JsonCrash { title: g.title.clone(), kind: g.kind, crash_type: g.crash_type.clone(), incidents });
     }
     Ok(JsonOutput {

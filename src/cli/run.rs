@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use futures::StreamExt;
+use kgym::Gym;
 use kgym::core::{Job, JobSpec, JobStatus, Outcome};
 use kgym::sched::compat::{CompatOptions, RawJob};
 use kgym::sched::types::JobEvent;
 use kgym::sched::{Scheduler, SchedulerExt};
-use kgym::Gym;
 
 use super::progress::JobProgress;
 use super::{CmdResult, Common};
@@ -32,7 +32,8 @@ pub fn read_spec(path: &std::path::Path) -> Result<JobSpec, Box<dyn std::error::
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("parse job file {}: {e}", path.display()))?;
     if value.get("job_workers").is_some() {
-        let raw: RawJob = serde_json::from_value(value).map_err(|e| format!("parse kGym job {}: {e}", path.display()))?;
+        let raw: RawJob =
+            serde_json::from_value(value).map_err(|e| format!("parse kGym job {}: {e}", path.display()))?;
         return kgym::sched::compat::convert(&raw, &CompatOptions::default()).map_err(|problems| {
             let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
             format!("convert kGym job {}:\n{}", path.display(), list.join("\n")).into()
@@ -99,10 +100,8 @@ pub async fn print_job(gym: &Gym, job: &Job, json: bool) -> Result<(), Box<dyn s
         keys.iter().map(|k| (k.to_string(), gym.artifacts().local_path(k))).collect();
     if json {
         let mut value = serde_json::to_value(job)?;
-        let map: serde_json::Map<String, serde_json::Value> = paths
-            .iter()
-            .map(|(k, p)| (k.clone(), p.as_ref().map(|p| p.display().to_string()).into()))
-            .collect();
+        let map: serde_json::Map<String, serde_json::Value> =
+            paths.iter().map(|(k, p)| (k.clone(), p.as_ref().map(|p| p.display().to_string()).into())).collect();
         value["artifacts"] = serde_json::Value::Object(map);
         println!("{}", serde_json::to_string(&value)?);
         return Ok(());

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-
 use super::{CmdResult, Common};
 
 /// Arguments of `kgym serve`.
@@ -26,7 +25,8 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub async fn run(args: Args, common: &Common) -> CmdResult {
-    let gym = common.gym()
+    let gym = common
+        .gym()
         .build_slots(args.build_slots)
         .reproduce_slots(args.reproduce_slots)
         .serve_http(args.listen, args.token)

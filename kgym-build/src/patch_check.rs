@@ -1,0 +1,419 @@
+//! Patch check (kGymSuite's kprebuilder): on a built warm tree, for each
+//! candidate patch — apply it, rebuild only the objects it touches
+//! (`make kernel/sys.o`; objects including a touched header are found in
+//! kbuild's `.cmd` dependency files), compare per-function instruction
+//! counts before/after from `objdump -d`, then revert.
+//!
+//! The tree is left exactly as it was: the original objects (and their
+//! `.cmd` files) are moved aside before the rebuild and moved back after
+//! the revert, and the reverted sources get their old modification times
+//! back, so the next build has nothing to redo. A patch touching anything
+//! else (a Makefile, Kconfig) is compiled with a full incremental `make`
+//! instead, and the tree is left for make to bring back.
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use kgym_core::stage::patch_check::{FunctionChange, PatchVerdict};
+use tokio::process::Command;
+
+use crate::blocking::run_blocking;
+use crate::error::{Error, Result};
+use crate::log::BuildLog;
+use crate::make::{MakeEnv, first_error};
+use crate::patch;
+use crate::process::{self, Limits};
+use crate::warm_tree::{Busy, WarmTree};
+
+/// One function's code as objdump shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FunctionCode {
+    /// Instructions.
+    pub instructions: u32,
+    /// A digest of the normalized instruction text (addresses removed,
+    /// relocation targets kept).
+    pub digest: u64,
+}
+
+/// Parses `objdump -d -r --no-show-raw-insn` output into per-function code.
+pub(crate) fn parse_objdump(text: &str) -> BTreeMap<String, FunctionCode> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<(String, u32, DefaultHasher)> = None;
+    let finish = |cur: Option<(String, u32, DefaultHasher)>, out: &mut BTreeMap<String, FunctionCode>| {
+        if let Some((name, n, h)) = cur {
+            let mut key = name.clone();
+            let mut i = 2;
+            while out.contains_key(&key) {
+                key = format!("{name}#{i}");
+                i += 1;
+            }
+            out.insert(key, FunctionCode { instructions: n, digest: h.finish() });
+        }
+    };
+    for line in text.lines() {
+        if let Some(name) = function_header(line) {
+            finish(current.take(), &mut out);
+            current = Some((name.to_owned(), 0, DefaultHasher::new()));
+            continue;
+        }
+        if line.starts_with("Disassembly of section") {
+            finish(current.take(), &mut out);
+            continue;
+        }
+        let Some((_, n, h)) = current.as_mut() else { continue };
+        let trimmed = line.trim_start();
+        let Some((addr, rest)) = trimmed.split_once(':') else { continue };
+        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let rest = rest.trim();
+        if rest.starts_with("R_") {
+            // A relocation: which symbol an instruction refers to.
+            rest.hash(h);
+        } else if !rest.is_empty() {
+            *n += 1;
+            normalize(rest).hash(h);
+        }
+    }
+    finish(current, &mut out);
+    out
+}
+
+/// `0000000000000010 <name>:` → `name`.
+fn function_header(line: &str) -> Option<&str> {
+    let (addr, rest) = line.split_once(' ')?;
+    if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    rest.strip_prefix('<')?.strip_suffix(">:")
+}
+
+/// Drops absolute addresses in front of `<symbol+off>` (they move when an
+/// earlier function in the section changes size).
+fn normalize(insn: &str) -> String {
+    let words: Vec<&str> = insn.split_whitespace().collect();
+    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    for (i, w) in words.iter().enumerate() {
+        let next_is_sym = words.get(i + 1).is_some_and(|n| n.starts_with('<'));
+        let is_addr = w.bytes().all(|b| b.is_ascii_hexdigit() || b == b',') && !w.is_empty();
+        if next_is_sym && is_addr {
+            continue;
+        }
+        out.push(w);
+    }
+    out.join(" ")
+}
+
+/// The functions that differ between two dumps of `object`.
+pub(crate) fn diff_functions(
+    object: &str,
+    before: &BTreeMap<String, FunctionCode>,
+    after: &BTreeMap<String, FunctionCode>,
+) -> Vec<FunctionChange> {
+    let mut names: Vec<&String> = before.keys().chain(after.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (b, a) = (before.get(name), after.get(name));
+            (b != a).then(|| FunctionChange {
+                object: object.to_owned(),
+                function: name.clone(),
+                before: b.map(|c| c.instructions),
+                after: a.map(|c| c.instructions),
+            })
+        })
+        .collect()
+}
+
+async fn objdump(out: &Path, object: &str, limits: &Limits) -> Result<BTreeMap<String, FunctionCode>> {
+    let mut cmd = Command::new("objdump");
+    cmd.args(["-d", "-r", "--no-show-raw-insn"]).arg(object).current_dir(out);
+    let done = process::run(cmd, &format!("objdump {object}"), None, limits, None).await?;
+    if !done.status.success() {
+        return Err(Error::ToolFailed {
+            program: format!("objdump -d {object}"),
+            status: process::describe(&done.status),
+            stderr: done.tail(10),
+        });
+    }
+    Ok(parse_objdump(&done.text()))
+}
+
+/// What to rebuild for a patch.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Objects (relative to the build directory) to rebuild and compare.
+    pub objects: Vec<String>,
+    /// A touched file other than C/assembly/header: run the full build.
+    pub full_build: bool,
+}
+
+/// The objects that a header is compiled into, from kbuild's `.cmd`
+/// dependency lists (skipping host programs).
+fn header_dependents(src: &Path, out: &Path, header: &str) -> Vec<String> {
+    let abs = format!("{}/{header}", src.display());
+    let relative = format!("../{header}");
+    let mut found = Vec::new();
+    let mut stack = vec![out.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !(dir == out && (name == "scripts" || name == "tools" || name == "source")) {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let Some(obj) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".o.cmd")) else { continue };
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let depends = text.lines().any(|l| {
+                let dep = l.trim().trim_end_matches('\\').trim();
+                dep == abs || dep == relative || dep == header
+            });
+            if depends {
+                let rel = dir.strip_prefix(out).unwrap_or(Path::new(""));
+                found.push(rel.join(format!("{obj}.o")).to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Decides what to rebuild for a patch touching `files`.
+pub(crate) fn plan(src: &Path, out: &Path, files: &[String]) -> Plan {
+    let mut plan = Plan::default();
+    for f in files {
+        let objects = if let Some(stem) = f.strip_suffix(".c").or_else(|| f.strip_suffix(".S")) {
+            let obj = format!("{stem}.o");
+            // Not built in this config: nothing to compare.
+            if out.join(&obj).is_file() { vec![obj] } else { Vec::new() }
+        } else if f.ends_with(".h") {
+            header_dependents(src, out, f)
+        } else {
+            plan.full_build = true;
+            Vec::new()
+        };
+        for o in objects {
+            if !plan.objects.contains(&o) {
+                plan.objects.push(o);
+            }
+        }
+    }
+    plan
+}
+
+/// kbuild's command file of an object: `kernel/.sys.o.cmd`.
+fn cmd_file(object: &str) -> String {
+    match object.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/.{name}.cmd"),
+        None => format!(".{object}.cmd"),
+    }
+}
+
+/// Checks one patch on a built tree; leaves the tree as it found it.
+pub(crate) async fn check_one(
+    tree: &mut WarmTree,
+    make: &MakeEnv,
+    patch_text: &str,
+    limits: &Limits,
+    log: &BuildLog,
+) -> Result<PatchVerdict> {
+    let started = Instant::now();
+    let (src, out) = (tree.src(), tree.out());
+    let files = patch::touched_files(patch_text);
+    let mut verdict = PatchVerdict {
+        applies: false,
+        compiles: false,
+        error: None,
+        files: files.clone(),
+        functions: Vec::new(),
+        seconds: 0.0,
+    };
+    let plan = {
+        let (s, o, f) = (src.clone(), out.clone(), files.clone());
+        run_blocking("plan patch check", move || Ok(plan(&s, &o, &f))).await?
+    };
+    let mut before = BTreeMap::new();
+    for obj in &plan.objects {
+        before.insert(obj.clone(), objdump(&out, obj, limits).await?);
+    }
+    let mtimes: Vec<(PathBuf, SystemTime)> = files
+        .iter()
+        .filter_map(|f| {
+            let p = src.join(f);
+            std::fs::metadata(&p).and_then(|m| m.modified()).ok().map(|t| (p, t))
+        })
+        .collect();
+
+    tree.state.busy = Some(Busy::Patching);
+    tree.save()?;
+    match patch::apply(&src, patch_text, false, limits, log).await {
+        Ok(()) => verdict.applies = true,
+        Err(Error::PatchDoesNotApply { stderr }) => {
+            tree.state.busy = None;
+            tree.save()?;
+            verdict.error = Some(stderr);
+            verdict.seconds = started.elapsed().as_secs_f64();
+            return Ok(verdict);
+        }
+        Err(e) => return Err(e),
+    }
+
+    // Move the original objects aside: make rebuilds them, and they come
+    // back after the revert.
+    let backup = tree.dir.join("patch-check-backup");
+    let _ = std::fs::remove_dir_all(&backup);
+    let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+    if !plan.full_build {
+        for (i, obj) in plan.objects.iter().enumerate() {
+            for (j, rel) in [obj.clone(), cmd_file(obj)].into_iter().enumerate() {
+                let from = out.join(&rel);
+                let to = backup.join(format!("{i}-{j}"));
+                std::fs::create_dir_all(&backup).map_err(|e| Error::io(&backup, e))?;
+                if std::fs::rename(&from, &to).is_ok() {
+                    moved.push((from, to));
+                }
+            }
+        }
+    }
+    let targets: Vec<&str> =
+        if plan.full_build { vec!["bzImage"] } else { plan.objects.iter().map(String::as_str).collect() };
+    let built = if targets.is_empty() { None } else { Some(make.run(&targets, limits, log).await) };
+    let result: Result<()> = async {
+        match built {
+            None => verdict.compiles = true,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(done)) if done.status.success() => {
+                verdict.compiles = true;
+                for obj in &plan.objects {
+                    let after = objdump(&out, obj, limits).await?;
+                    let empty = BTreeMap::new();
+                    verdict.functions.extend(diff_functions(obj, before.get(obj).unwrap_or(&empty), &after));
+                }
+            }
+            Some(Ok(done)) => {
+                let first = first_error(&done.lines);
+                verdict.error = Some(match first {
+                    Some(f) => format!("{f}\n{}", done.tail(20)),
+                    None => done.tail(20),
+                });
+            }
+        }
+        Ok(())
+    }
+    .await;
+
+    // Revert whatever happened above, also after a cancel or timeout (a
+    // `git apply -R` takes milliseconds; without it the tree is lost).
+    let cleanup = Limits::new(std::time::Duration::from_secs(120), Default::default());
+    patch::apply(&src, patch_text, true, &cleanup, log).await?;
+    if !plan.full_build {
+        for (path, mtime) in &mtimes {
+            if let Ok(f) = std::fs::File::options().write(true).open(path) {
+                let _ = f.set_modified(*mtime);
+            }
+        }
+        for (orig, saved) in &moved {
+            std::fs::rename(saved, orig).map_err(|e| Error::io(orig, e))?;
+        }
+    } else {
+        tree.state.built = false;
+    }
+    let _ = std::fs::remove_dir_all(&backup);
+    tree.state.busy = None;
+    tree.save()?;
+    result?;
+    verdict.seconds = started.elapsed().as_secs_f64();
+    Ok(verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = "
+kernel/sys.o:     file format elf64-x86-64
+
+
+Disassembly of section .text:
+
+0000000000000000 <f>:
+   0:\tcall   5 <f+0x5>
+\t\t\t1: R_X86_64_PLT32\t__fentry__-0x4
+   5:\tmov    $0x1,%eax
+   a:\tret
+
+000000000000000b <g>:
+   b:\tjmp    10 <g+0x5>
+  10:\tret
+
+Disassembly of section .init.text:
+
+0000000000000000 <f>:
+   0:\tret
+";
+
+    #[test]
+    fn parses_functions_and_ignores_addresses() {
+        let m = parse_objdump(DUMP);
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["f", "f#2", "g"]);
+        assert_eq!(m["f"].instructions, 3);
+        assert_eq!(m["g"].instructions, 2);
+
+        // g moves (f grew) but is the same code; f changed.
+        let shifted = DUMP.replace("   a:\tret\n", "   a:\tnop\n   b:\tret\n").replace(
+            "000000000000000b <g>:\n   b:\tjmp    10 <g+0x5>\n  10:\tret",
+            "000000000000000c <g>:\n   c:\tjmp    11 <g+0x5>\n  11:\tret",
+        );
+        let after = parse_objdump(&shifted);
+        assert_eq!(after["g"], m["g"]);
+        let changes = diff_functions("kernel/sys.o", &m, &after);
+        assert_eq!(
+            changes,
+            vec![FunctionChange {
+                object: "kernel/sys.o".into(),
+                function: "f".into(),
+                before: Some(3),
+                after: Some(4)
+            }]
+        );
+
+        // A different call target with the same length is a change too.
+        let retargeted = DUMP.replace("__fentry__-0x4", "other-0x4");
+        assert_eq!(diff_functions("o", &m, &parse_objdump(&retargeted)).len(), 1);
+
+        // Added and removed functions.
+        let mut fewer = m.clone();
+        fewer.remove("g");
+        let c = diff_functions("o", &m, &fewer);
+        assert_eq!((c[0].before, c[0].after), (Some(2), None));
+    }
+
+    #[test]
+    fn plans_objects_headers_and_full_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, out) = (dir.path().join("src"), dir.path().join("out"));
+        std::fs::create_dir_all(out.join("kernel")).unwrap();
+        std::fs::create_dir_all(out.join("scripts")).unwrap();
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(out.join("kernel/sys.o"), "").unwrap();
+        std::fs::write(out.join("kernel/fork.o"), "").unwrap();
+        let dep = "deps_kernel/fork.o := \\\n  ../include/linux/x.h \\\n  include/generated/y.h \\\n".to_owned();
+        std::fs::write(out.join("kernel/.fork.o.cmd"), &dep).unwrap();
+        std::fs::write(out.join("scripts/.host.o.cmd"), &dep).unwrap();
+
+        let p = plan(&src, &out, &["kernel/sys.c".into(), "include/linux/x.h".into(), "mm/absent.c".into()]);
+        assert_eq!(p, Plan { objects: vec!["kernel/sys.o".into(), "kernel/fork.o".into()], full_build: false });
+        let p = plan(&src, &out, &["include/generated/y.h".into(), "kernel/Makefile".into()]);
+        assert_eq!(p, Plan { objects: vec!["kernel/fork.o".into()], full_build: true });
+        assert_eq!(cmd_file("kernel/sys.o"), "kernel/.sys.o.cmd");
+        assert_eq!(cmd_file("x.o"), ".x.o.cmd");
+    }
+}
