@@ -4,12 +4,14 @@
 set -euo pipefail
 
 PACKAGES=(
-  # kernel builds
-  build-essential flex bison bc libelf-dev libssl-dev cpio ccache git
+  # kernel builds (python3: the kernel's compile_commands.json generator)
+  build-essential flex bison bc libelf-dev libssl-dev cpio ccache git python3
   # the offline kernel source used by the quickstart and the tests
   linux-source-6.1
-  # VMs and their userspace
-  qemu-system-x86 busybox-static openssh-client
+  # VMs, their userspace, symbolization (binutils: nm, addr2line, objdump)
+  qemu-system-x86 busybox-static openssh-client binutils
+  # the disk-image test: an ext4 image with dropbear as its SSH server
+  e2fsprogs dropbear-bin
 )
 
 missing=()

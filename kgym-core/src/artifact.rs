@@ -260,12 +260,8 @@ impl ArtifactStore {
         let mut n = 0;
         for key in self.list_job(job).await? {
             // jobs/{job}/{stage}_{kind}/...
-            let stage = key
-                .as_str()
-                .split('/')
-                .nth(2)
-                .and_then(|s| s.split_once('_'))
-                .and_then(|(i, _)| i.parse::<u32>().ok());
+            let stage =
+                key.as_str().split('/').nth(2).and_then(|s| s.split_once('_')).and_then(|(i, _)| i.parse::<u32>().ok());
             if stage.is_some_and(|s| s >= from.0) {
                 self.delete(&key).await?;
                 n += 1;

@@ -62,12 +62,7 @@ pub struct StageFailure {
 impl StageFailure {
     /// A non-retryable failure with `code` and `message`.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-            detail: None,
-            retryable: false,
-        }
+        Self { code: code.into(), message: message.into(), detail: None, retryable: false }
     }
 
     /// Adds the longer context.

@@ -53,9 +53,7 @@ impl FromStr for JobId {
         if !valid {
             return Err(Error::InvalidJobId { input: s.to_owned() });
         }
-        u64::from_str_radix(s, 16)
-            .map(JobId)
-            .map_err(|_| Error::InvalidJobId { input: s.to_owned() })
+        u64::from_str_radix(s, 16).map(JobId).map_err(|_| Error::InvalidJobId { input: s.to_owned() })
     }
 }
 
@@ -124,14 +122,8 @@ impl StageKind {
         let name = name.into();
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if valid {
-            Ok(Self(name))
-        } else {
-            Err(Error::InvalidStageKind { input: name })
-        }
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if valid { Ok(Self(name)) } else { Err(Error::InvalidStageKind { input: name }) }
     }
 
     /// The stock build kind.

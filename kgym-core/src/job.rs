@@ -215,11 +215,7 @@ impl Job {
 
     /// The first failed stage's failure, if any stage failed.
     pub fn failure(&self) -> Option<(StageIndex, &StageFailure)> {
-        self.results.iter().enumerate().find_map(|(i, r)| {
-            r.failure
-                .as_ref()
-                .map(|f| (StageIndex(i as u32), f))
-        })
+        self.results.iter().enumerate().find_map(|(i, r)| r.failure.as_ref().map(|f| (StageIndex(i as u32), f)))
     }
 
     /// The result of stage `index`, if that stage ended.
@@ -236,13 +232,9 @@ mod tests {
     fn status_names_match_kgym() {
         let json = serde_json::to_string(&JobStatus::InProgress).unwrap();
         assert_eq!(json, "\"in_progress\"");
-        for s in [
-            JobStatus::Pending,
-            JobStatus::Waiting,
-            JobStatus::InProgress,
-            JobStatus::Finished,
-            JobStatus::Aborted,
-        ] {
+        for s in
+            [JobStatus::Pending, JobStatus::Waiting, JobStatus::InProgress, JobStatus::Finished, JobStatus::Aborted]
+        {
             assert_eq!(JobStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(JobStatus::parse("done"), None);

@@ -213,9 +213,10 @@ impl StageContext {
                 format!("stage {} refers to stage {index}, which does not run before it", self.stage),
             ));
         }
-        let res = self.previous.get(index.as_usize()).ok_or_else(|| {
-            StageFailure::new(codes::MISSING_INPUT, format!("stage {index} has no result"))
-        })?;
+        let res = self
+            .previous
+            .get(index.as_usize())
+            .ok_or_else(|| StageFailure::new(codes::MISSING_INPUT, format!("stage {index} has no result")))?;
         if res.outcome != Outcome::Success {
             return Err(StageFailure::new(codes::MISSING_INPUT, format!("stage {index} did not succeed")));
         }

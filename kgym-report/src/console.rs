@@ -42,11 +42,7 @@ impl<'a> Console<'a> {
         if memchr::memchr2(b'\r', 0x1b, raw).is_none()
             && let Ok(text) = std::str::from_utf8(raw)
         {
-            return Self {
-                text: Cow::Borrowed(text),
-                map: None,
-                raw_len: raw.len(),
-            };
+            return Self { text: Cow::Borrowed(text), map: None, raw_len: raw.len() };
         }
         let mut text = String::with_capacity(raw.len());
         let mut map = Vec::new();
@@ -56,22 +52,14 @@ impl<'a> Console<'a> {
                 Some(i) => (raw_start + i, raw_start + i + 1),
                 None => (raw.len(), raw.len()),
             };
-            map.push(LineMap {
-                clean_start: text.len(),
-                raw_start,
-                raw_end,
-            });
+            map.push(LineMap { clean_start: text.len(), raw_start, raw_end });
             clean_line_into(&raw[raw_start..raw_end], &mut text);
             if next > raw_end {
                 text.push('\n');
             }
             raw_start = next;
         }
-        Self {
-            text: Cow::Owned(text),
-            map: Some(map),
-            raw_len: raw.len(),
-        }
+        Self { text: Cow::Owned(text), map: Some(map), raw_len: raw.len() }
     }
 
     /// The cleaned text.
@@ -350,10 +338,7 @@ mod tests {
         assert_eq!(context("[   12.345678][ T123] foo"), Context::Caller("[ T123]"));
         assert_eq!(context("[   12.345678][    C1] foo"), Context::Caller("[    C1]"));
         assert_eq!(context("<4>[ 1.2] foo"), Context::Console);
-        assert_eq!(
-            context("** 5 printk messages dropped ** [ 1.2][T5] x"),
-            Context::Caller("[T5]")
-        );
+        assert_eq!(context("** 5 printk messages dropped ** [ 1.2][T5] x"), Context::Caller("[T5]"));
         assert_eq!(context("syzkaller login: [ 1.2][ T7] x"), Context::Caller("[ T7]"));
         assert_eq!(context("foo login: bar login: [ 1.2] x"), Context::Console);
         assert_eq!(context("no prefix"), Context::None);

@@ -48,11 +48,8 @@ pub(crate) fn describe(text: &str, oops: &'static Oops) -> Description {
             },
             None => f.title.captures_at(text, m.start()).expect("title matched"),
         };
-        let captured: Vec<String> = caps
-            .iter()
-            .skip(1)
-            .map(|g| g.map_or(String::new(), |g| g.as_str().to_owned()))
-            .collect();
+        let captured: Vec<String> =
+            caps.iter().skip(1).map(|g| g.map_or(String::new(), |g| g.as_str().to_owned())).collect();
         let from = caps.get(0).map_or(0, |g| g.start());
         corrupted = None;
         let mut frames = Vec::new();
@@ -65,21 +62,14 @@ pub(crate) fn describe(text: &str, oops: &'static Oops) -> Description {
             tentative = keys.tentative;
             frames = keys.frames;
         }
-        let args: Vec<&str> = captured
-            .iter()
-            .map(String::as_str)
-            .chain(frames.iter().map(|k| k.canonical.as_str()))
-            .collect();
+        let args: Vec<&str> =
+            captured.iter().map(String::as_str).chain(frames.iter().map(|k| k.canonical.as_str())).collect();
         title = render(f.fmt, &args);
         alt_titles.extend(f.alt.iter().map(|a| render(a, &args)));
         // Titles with the frames as printed, and with each syscall prefix
         // removed, help match reports from other arches and kernels.
         for list in partially_stripped(&frames) {
-            let args: Vec<&str> = captured
-                .iter()
-                .map(String::as_str)
-                .chain(list.iter().copied())
-                .collect();
+            let args: Vec<&str> = captured.iter().map(String::as_str).chain(list.iter().copied()).collect();
             let t = render(f.fmt, &args);
             if t != title {
                 alt_titles.push(t);
@@ -101,13 +91,7 @@ pub(crate) fn describe(text: &str, oops: &'static Oops) -> Description {
     if corrupted.is_none() && format.is_some_and(|f| f.corrupted) {
         corrupted = Some("report format is marked as corrupted");
     }
-    Description {
-        title,
-        alt_titles,
-        corrupted,
-        format,
-        tentative,
-    }
+    Description { title, alt_titles, corrupted, format, tentative }
 }
 
 /// The raw frame names, then for each syscall prefix that some frame has,
@@ -116,12 +100,7 @@ fn partially_stripped(frames: &[KeyFrame]) -> Vec<Vec<&str>> {
     let mut out = vec![frames.iter().map(|k| k.raw.as_str()).collect()];
     for prefix in STRIP_PREFIXES {
         if frames.iter().any(|k| k.raw.starts_with(prefix)) {
-            out.push(
-                frames
-                    .iter()
-                    .map(|k| k.raw.strip_prefix(prefix).unwrap_or(&k.raw))
-                    .collect(),
-            );
+            out.push(frames.iter().map(|k| k.raw.strip_prefix(prefix).unwrap_or(&k.raw)).collect());
         }
     }
     out
@@ -163,15 +142,9 @@ mod tests {
 
     #[test]
     fn renders_templates() {
-        assert_eq!(
-            render("KASAN: {1} {3} in {4}", &["uaf", "f", "Read", "g"]),
-            "KASAN: uaf Read in g"
-        );
+        assert_eq!(render("KASAN: {1} {3} in {4}", &["uaf", "f", "Read", "g"]), "KASAN: uaf Read in g");
         assert_eq!(render("x {2}", &["a"]), "x %!v(BADINDEX)");
-        assert_eq!(
-            render("BUG: using {1}() in", &["smp_processor_id"]),
-            "BUG: using smp_processor_id() in"
-        );
+        assert_eq!(render("BUG: using {1}() in", &["smp_processor_id"]), "BUG: using smp_processor_id() in");
         assert_eq!(render("[{1} of {2}]", &["unmount", "ext4"]), "[unmount of ext4]");
     }
 }

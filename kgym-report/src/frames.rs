@@ -39,9 +39,7 @@ fn is_name_byte(c: u8) -> bool {
 }
 
 fn hex_len(b: &[u8]) -> usize {
-    b.iter()
-        .take_while(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(*c))
-        .count()
+    b.iter().take_while(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(*c)).count()
 }
 
 /// The frame whose `+0x` is at `plus`.
@@ -111,11 +109,7 @@ fn module_after(line: &str, at: usize) -> (Option<String>, Option<(usize, usize)
     {
         return (module, Some((at, close + 1)));
     }
-    if b.get(name_end) == Some(&b']') {
-        (module, None)
-    } else {
-        (None, None)
-    }
+    if b.get(name_end) == Some(&b']') { (module, None) } else { (None, None) }
 }
 
 /// All frames of a report text, in order.
@@ -186,14 +180,7 @@ mod tests {
             (Some(b), Some(_)) => Some((b.start(), b.end())),
             _ => None,
         };
-        Some((
-            c[1].to_owned(),
-            hex(2)?,
-            hex(3)?,
-            c.get(5).map(|m| m.as_str().to_owned()),
-            c.get(3)?.end(),
-            block,
-        ))
+        Some((c[1].to_owned(), hex(2)?, hex(3)?, c.get(5).map(|m| m.as_str().to_owned()), c.get(3)?.end(), block))
     }
 
     #[test]
@@ -220,12 +207,7 @@ mod tests {
         .collect();
         for entry in std::fs::read_dir(dir).expect("fixtures") {
             let data = std::fs::read(entry.expect("entry").path()).expect("fixture");
-            lines.extend(
-                String::from_utf8_lossy(&data)
-                    .lines()
-                    .filter(|l| l.contains("+0x"))
-                    .map(str::to_owned),
-            );
+            lines.extend(String::from_utf8_lossy(&data).lines().filter(|l| l.contains("+0x")).map(str::to_owned));
         }
         assert!(lines.len() > 10_000);
         for line in &lines {

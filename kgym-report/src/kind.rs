@@ -9,43 +9,20 @@ pub const UNKNOWN: &str = "UNKNOWN";
 const TYPES: &[(&str, &[&str])] = &[
     ("KFENCE-USE-AFTER-FREE-WRITE", &["KFENCE: use-after-free write"]),
     // Read or write is unclear for the bare forms: at least a read.
-    (
-        "KFENCE-USE-AFTER-FREE-READ",
-        &["KFENCE: use-after-free read", "KFENCE: use-after-free"],
-    ),
-    (
-        "KFENCE-WRITE",
-        &["KFENCE: invalid write", "KFENCE: out-of-bounds write"],
-    ),
-    (
-        "KFENCE-READ",
-        &[
-            "KFENCE: invalid read",
-            "KFENCE: out-of-bounds read",
-            "KFENCE: out-of-bounds",
-        ],
-    ),
+    ("KFENCE-USE-AFTER-FREE-READ", &["KFENCE: use-after-free read", "KFENCE: use-after-free"]),
+    ("KFENCE-WRITE", &["KFENCE: invalid write", "KFENCE: out-of-bounds write"]),
+    ("KFENCE-READ", &["KFENCE: invalid read", "KFENCE: out-of-bounds read", "KFENCE: out-of-bounds"]),
     ("KFENCE-MEMORY-CORRUPTION", &["KFENCE: memory corruption"]),
     ("KFENCE-INVALID-FREE", &["KFENCE: invalid free"]),
     ("KMSAN-UNINIT-VALUE", &["KMSAN: uninit-value"]),
     (
         "KMSAN-USE-AFTER-FREE-READ",
-        &[
-            "KMSAN: kernel-infoleak-after-free",
-            "KMSAN: kernel-usb-infoleak-after-free",
-            "KMSAN: use-after-free",
-        ],
+        &["KMSAN: kernel-infoleak-after-free", "KMSAN: kernel-usb-infoleak-after-free", "KMSAN: use-after-free"],
     ),
-    (
-        "KMSAN-INFO-LEAK",
-        &["KMSAN: kernel-infoleak", "KMSAN: kernel-usb-infoleak"],
-    ),
+    ("KMSAN-INFO-LEAK", &["KMSAN: kernel-infoleak", "KMSAN: kernel-usb-infoleak"]),
     ("KASAN-NULL-POINTER-DEREFERENCE-WRITE", &["KASAN: null-ptr-deref Write"]),
     ("KASAN-NULL-POINTER-DEREFERENCE-READ", &["KASAN: null-ptr-deref Read"]),
-    (
-        "NULL-POINTER-DEREFERENCE",
-        &["BUG: unable to handle kernel NULL pointer dereference in"],
-    ),
+    ("NULL-POINTER-DEREFERENCE", &["BUG: unable to handle kernel NULL pointer dereference in"]),
     (
         "KASAN-WRITE",
         &[
@@ -75,26 +52,13 @@ const TYPES: &[(&str, &[&str])] = &[
             "KASAN: wild-memory-access",
         ],
     ),
-    (
-        "KASAN-INVALID-FREE",
-        &["KASAN: double-free or invalid-free", "KASAN: invalid-free"],
-    ),
-    (
-        "KASAN-USE-AFTER-FREE-WRITE",
-        &["KASAN: slab-use-after-free Write", "KASAN: use-after-free Write"],
-    ),
+    ("KASAN-INVALID-FREE", &["KASAN: double-free or invalid-free", "KASAN: invalid-free"]),
+    ("KASAN-USE-AFTER-FREE-WRITE", &["KASAN: slab-use-after-free Write", "KASAN: use-after-free Write"]),
     (
         "KASAN-USE-AFTER-FREE-READ",
-        &[
-            "KASAN: slab-use-after-free Read",
-            "KASAN: use-after-free Read",
-            "KASAN: use-after-free",
-        ],
+        &["KASAN: slab-use-after-free Read", "KASAN: use-after-free Read", "KASAN: use-after-free"],
     ),
-    (
-        "MEMORY_SAFETY_BUG",
-        &["BUG: corrupted list", "BUG: unable to handle kernel paging request"],
-    ),
+    ("MEMORY_SAFETY_BUG", &["BUG: corrupted list", "BUG: unable to handle kernel paging request"]),
     ("REFCOUNT_WARNING", &["WARNING: refcount bug"]),
     ("MEMORY_SAFETY_UBSAN", &["UBSAN: array-index-out-of-bounds"]),
     ("KCSAN-DATARACE", &["KCSAN: data-race"]),
@@ -119,13 +83,7 @@ const TYPES: &[(&str, &[&str])] = &[
             "possible deadlock in",
         ],
     ),
-    (
-        "ATOMIC_SLEEP",
-        &[
-            "BUG: scheduling while atomic in",
-            "BUG: sleeping function called from invalid context in",
-        ],
-    ),
+    ("ATOMIC_SLEEP", &["BUG: scheduling while atomic in", "BUG: sleeping function called from invalid context in"]),
     ("LEAK", &["memory leak in"]),
     ("BUG", &["BUG: bad usercopy in", "kernel BUG"]),
     ("WARNING", &["WARNING in"]),
@@ -139,15 +97,7 @@ const TYPES: &[(&str, &[&str])] = &[
             "WARNING: kernel stack regs has bad",
         ],
     ),
-    (
-        "HANG",
-        &[
-            "BUG: soft lockup in",
-            "INFO: rcu detected stall in",
-            "INFO: task can't die in",
-            "INFO: task hung in",
-        ],
-    ),
+    ("HANG", &["BUG: soft lockup in", "INFO: rcu detected stall in", "INFO: task can't die in", "INFO: task hung in"]),
     (
         "DoS",
         &[
@@ -187,10 +137,7 @@ const TYPES: &[(&str, &[&str])] = &[
 
 /// The crash type of a title; [`UNKNOWN`] when no rule fits.
 pub fn crash_type(title: &str) -> &'static str {
-    TYPES
-        .iter()
-        .find(|(_, prefixes)| prefixes.iter().any(|p| title.starts_with(p)))
-        .map_or(UNKNOWN, |(t, _)| t)
+    TYPES.iter().find(|(_, prefixes)| prefixes.iter().any(|p| title.starts_with(p))).map_or(UNKNOWN, |(t, _)| t)
 }
 
 #[cfg(test)]
@@ -199,10 +146,7 @@ mod tests {
 
     #[test]
     fn types_of_titles() {
-        assert_eq!(
-            crash_type("KASAN: use-after-free Read in foo"),
-            "KASAN-USE-AFTER-FREE-READ"
-        );
+        assert_eq!(crash_type("KASAN: use-after-free Read in foo"), "KASAN-USE-AFTER-FREE-READ");
         assert_eq!(crash_type("WARNING in foo"), "WARNING");
         assert_eq!(crash_type("WARNING: refcount bug in foo"), "REFCOUNT_WARNING");
         assert_eq!(

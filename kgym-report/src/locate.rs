@@ -11,11 +11,8 @@ use crate::table::OOPSES;
 
 /// Messages that are not crashes but print a stack trace; seen inside a
 /// report, they mean a second report starts there.
-const INFO_WITH_STACK: &[&str] = &[
-    "vmalloc: allocation failure:",
-    "FAULT_INJECTION: forcing a failure",
-    "FAULT_FLAG_ALLOW_RETRY missing",
-];
+const INFO_WITH_STACK: &[&str] =
+    &["vmalloc: allocation failure:", "FAULT_INJECTION: forcing a failure", "FAULT_FLAG_ALLOW_RETRY missing"];
 
 /// Crash headers that can come in the middle of another report without
 /// starting a new one.
@@ -100,9 +97,7 @@ pub(crate) fn line_oops(line: &str) -> Option<usize> {
     if !MARKS.headers_only.is_match(line) {
         return None;
     }
-    OOPSES
-        .iter()
-        .position(|o| line.contains(o.header) && !o.suppressions.iter().any(|s| s.is_match(line)))
+    OOPSES.iter().position(|o| line.contains(o.header) && !o.suppressions.iter().any(|s| s.is_match(line)))
 }
 
 /// Whether the line after the one ending at `line_end` is a replay marker.
@@ -139,12 +134,7 @@ pub(crate) fn first_oops(text: &str) -> Option<Start<'_>> {
         if let Some(oops) = line_oops(line)
             && !replayed_next(text, line_end)
         {
-            return Some(Start {
-                oops,
-                pos,
-                line_end,
-                ctx: context(line),
-            });
+            return Some(Start { oops, pos, line_end, ctx: context(line) });
         }
         from = line_end + 1;
     }
@@ -168,16 +158,11 @@ pub(crate) struct Collected {
 /// Gathers the report that starts at `start`.
 pub(crate) fn collect(text: &str, start: &Start<'_>) -> Collected {
     let ctx = start.ctx;
-    let mut out = Collected {
-        prefix: prefix_lines(text, start),
-        ..Default::default()
-    };
+    let mut out = Collected { prefix: prefix_lines(text, start), ..Default::default() };
     let marks = &*MARKS;
     // Markers of the report's lines, ordered by their end offsets.
-    let mut hits = marks
-        .all
-        .find_iter(&text[start.pos..])
-        .map(|m| (start.pos + m.end(), marks.masks[m.pattern().as_usize()]));
+    let mut hits =
+        marks.all.find_iter(&text[start.pos..]).map(|m| (start.pos + m.end(), marks.masks[m.pattern().as_usize()]));
     let mut pending = hits.next();
     let oops_line = &text[start.pos..start.line_end];
     let min_lines = if oops_line.contains("BUG: KMSAN:") { 16 } else { 22 };

@@ -74,8 +74,5 @@ pub(crate) fn parse_console_detailed(con: &Console<'_>) -> Option<Parsed> {
         frames: frames_of(&report_text),
         text: report_text,
     };
-    Some(Parsed {
-        report,
-        tentative: desc.tentative,
-    })
+    Some(Parsed { report, tentative: desc.tentative })
 }

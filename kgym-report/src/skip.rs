@@ -302,11 +302,7 @@ pub(crate) const STRIP_PREFIXES: &[&str] = &[
 
 /// The shortest name left after removing one of [`STRIP_PREFIXES`].
 pub(crate) fn strip_frame(frame: &str) -> &str {
-    STRIP_PREFIXES
-        .iter()
-        .filter_map(|p| frame.strip_prefix(p))
-        .min_by_key(|s| s.len())
-        .unwrap_or(frame)
+    STRIP_PREFIXES.iter().filter_map(|p| frame.strip_prefix(p)).min_by_key(|s| s.len()).unwrap_or(frame)
 }
 
 /// Dispatch points of stalls: the guilty frame is the one just above the
@@ -456,11 +452,7 @@ pub(crate) fn pick_hang(frames: &[&str]) -> Option<(String, usize)> {
             return Some((group.unwrap_or(frame).to_owned(), i));
         }
     }
-    frames
-        .iter()
-        .enumerate()
-        .find(|(_, f)| !WAITING.iter().any(|w| f.contains(w)))
-        .map(|(i, f)| ((*f).to_owned(), i))
+    frames.iter().enumerate().find(|(_, f)| !WAITING.iter().any(|w| f.contains(w))).map(|(i, f)| ((*f).to_owned(), i))
 }
 
 #[cfg(test)]
@@ -478,15 +470,9 @@ mod tests {
     #[test]
     fn stall_and_hang_picks() {
         assert_eq!(pick_stall(&["a", "b", "vfs_write", "c"]), Some(("b".into(), 1)));
-        assert_eq!(
-            pick_stall(&["a", "smp_call_function_many"]),
-            Some(("smp_call_function".into(), 1))
-        );
+        assert_eq!(pick_stall(&["a", "smp_call_function_many"]), Some(("smp_call_function".into(), 1)));
         assert_eq!(pick_stall(&["a", "b"]), None);
-        assert_eq!(
-            pick_hang(&["schedule", "foo", "synchronize_net"]),
-            Some(("synchronize_rcu".into(), 2))
-        );
+        assert_eq!(pick_hang(&["schedule", "foo", "synchronize_net"]), Some(("synchronize_rcu".into(), 2)));
         assert_eq!(pick_hang(&["schedule", "foo"]), Some(("foo".into(), 1)));
     }
 

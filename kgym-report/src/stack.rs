@@ -32,12 +32,8 @@ const TRACE_STARTS: &[&str] = &[
 pub(crate) const RISCV_TRACE_START: &str = "status: [0-9a-f]{16} badaddr: [0-9a-f]{16} cause: [0-9a-f]{16}";
 
 /// Each stack-trace start, alone (for the corruption checks).
-pub(crate) static TRACE_START_RES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
-    TRACE_STARTS
-        .iter()
-        .map(|p| Regex::new(p).expect("trace start compiles"))
-        .collect()
-});
+pub(crate) static TRACE_START_RES: LazyLock<Vec<Regex>> =
+    LazyLock::new(|| TRACE_STARTS.iter().map(|p| Regex::new(p).expect("trace start compiles")).collect());
 
 static ANY_TRACE_START: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(&TRACE_STARTS.join("|")).expect("trace starts compile"));
@@ -89,10 +85,7 @@ fn frame_name(line: &str) -> Option<&str> {
             _ => break,
         }
     }
-    let n = b[i..]
-        .iter()
-        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
-        .count();
+    let n = b[i..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
     (n > 0 && matches!(b.get(i + n), Some(b'.' | b'+'))).then(|| &line[i..i + n])
 }
 
@@ -108,10 +101,7 @@ fn pc_len(b: &[u8]) -> Option<usize> {
     if b[i..].starts_with(b"0x") {
         i += 2;
     }
-    let hex = b[i..]
-        .iter()
-        .take_while(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(*c))
-        .count();
+    let hex = b[i..].iter().take_while(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(*c)).count();
     if hex == 0 {
         return None;
     }
@@ -133,10 +123,7 @@ pub(crate) struct KeyFrame {
 
 impl KeyFrame {
     fn corrupted() -> Self {
-        Self {
-            canonical: "corrupted".into(),
-            raw: "corrupted".into(),
-        }
+        Self { canonical: "corrupted".into(), raw: "corrupted".into() }
     }
 }
 
@@ -156,18 +143,10 @@ pub(crate) struct KeyFrames {
 pub(crate) fn key_frames(rule: &StackRule, text: &str) -> KeyFrames {
     let (frames, ok, ran_out) = walk(rule, &rule.parts, text);
     if ok || rule.parts2.is_empty() {
-        return KeyFrames {
-            frames,
-            ok,
-            tentative: !ok && ran_out,
-        };
+        return KeyFrames { frames, ok, tentative: !ok && ran_out };
     }
     let (frames, ok, _) = walk(rule, &rule.parts2, text);
-    KeyFrames {
-        frames,
-        ok,
-        tentative: ran_out,
-    }
+    KeyFrames { frames, ok, tentative: ran_out }
 }
 
 /// Returns the key frames, whether all were found, and whether the text
@@ -253,11 +232,7 @@ struct Found<'r> {
 
 impl<'r> Found<'r> {
     fn new(rule: &'r StackRule) -> Self {
-        Self {
-            rule,
-            names: Vec::new(),
-            settled: false,
-        }
+        Self { rule, names: Vec::new(), settled: false }
     }
 
     /// Adds each captured name.
@@ -295,10 +270,7 @@ pub(crate) fn demangle(name: &str) -> String {
     }
     if name.starts_with("_Z") {
         let options = cpp_demangle::DemangleOptions::new().no_params();
-        if let Some(d) = cpp_demangle::Symbol::new(name)
-            .ok()
-            .and_then(|s| s.demangle_with_options(&options).ok())
-        {
+        if let Some(d) = cpp_demangle::Symbol::new(name).ok().and_then(|s| s.demangle_with_options(&options).ok()) {
             return d;
         }
     }
@@ -318,10 +290,7 @@ fn pick(how: Pick, found: &[String]) -> Option<KeyFrame> {
     if canonical.is_empty() {
         return None;
     }
-    Some(KeyFrame {
-        canonical,
-        raw: found[idx].clone(),
-    })
+    Some(KeyFrame { canonical, raw: found[idx].clone() })
 }
 
 #[cfg(test)]
@@ -335,13 +304,7 @@ mod tests {
         let text = "BUG: x\nCall Trace:\n dump_stack+0x1/0x2\n kasan_report+0x1/0x2\n __x64_sys_foo+0x1/0x2\n";
         let k = key_frames(&rule, text);
         assert!(k.ok);
-        assert_eq!(
-            k.frames,
-            vec![KeyFrame {
-                canonical: "sys_foo".into(),
-                raw: "__x64_sys_foo".into()
-            }]
-        );
+        assert_eq!(k.frames, vec![KeyFrame { canonical: "sys_foo".into(), raw: "__x64_sys_foo".into() }]);
     }
 
     #[test]
@@ -354,17 +317,12 @@ mod tests {
 
     #[test]
     fn reads_frame_lines() {
-        assert_eq!(
-            frame_name("  [<ffffffff81234567>] [<0xffff>] foo_bar+0x1/0x2"),
-            Some("foo_bar")
-        );
+        assert_eq!(frame_name("  [<ffffffff81234567>] [<0xffff>] foo_bar+0x1/0x2"), Some("foo_bar"));
         assert_eq!(frame_name(" kasan_report.cold+0x1/0x2"), Some("kasan_report"));
         assert_eq!(frame_name(" ? foo+0x1/0x2"), None);
         assert_eq!(frame_name("RIP: 0010:foo+0x1"), None);
         assert_eq!(frame_name("[<ffff>] bad"), None);
-        assert!(is_frame_line(
-            "[<8011218c>] (unwind_backtrace) from [<8010e300>] (show_stack+0x18/0x1c)"
-        ));
+        assert!(is_frame_line("[<8011218c>] (unwind_backtrace) from [<8010e300>] (show_stack+0x18/0x1c)"));
         assert!(is_trace_start("Call Trace:") && is_trace_start("  backtrace (crc 1f2e):"));
         assert!(!is_trace_start("stack backtrace:") && !is_trace_start("nothing"));
     }

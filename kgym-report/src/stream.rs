@@ -191,11 +191,7 @@ impl StreamParser {
     /// console has been quiet for a while. [`StreamEvent::Nothing`] when no
     /// report is in progress.
     pub fn complete_now(&mut self) -> StreamEvent {
-        if self.in_report() {
-            self.try_complete(true)
-        } else {
-            StreamEvent::Nothing
-        }
+        if self.in_report() { self.try_complete(true) } else { StreamEvent::Nothing }
     }
 
     /// Ends the stream (VM exited/killed): the report so far, if any.
@@ -334,9 +330,7 @@ mod tests {
 
     #[test]
     fn separator_lines() {
-        assert!(is_separator(
-            "=================================================================="
-        ));
+        assert!(is_separator("=================================================================="));
         assert!(!is_separator("===="));
         assert!(!is_separator("== x =="));
     }
@@ -345,17 +339,8 @@ mod tests {
     fn end_kinds() {
         assert_eq!(end_kind("BUG: KASAN: use-after-free in foo", 0), EndKind::Sanitizer);
         assert_eq!(end_kind("general protection fault: 0000 [#1]", 0), EndKind::Oops);
-        let warning = crate::table::OOPSES
-            .iter()
-            .position(|o| o.header == "WARNING:")
-            .unwrap();
-        assert_eq!(
-            end_kind("WARNING: CPU: 0 PID: 1 at fs/x.c:1 f+0x1/0x2", warning),
-            EndKind::Oops
-        );
-        assert_eq!(
-            end_kind("WARNING: possible circular locking dependency detected", warning),
-            EndKind::StackDump
-        );
+        let warning = crate::table::OOPSES.iter().position(|o| o.header == "WARNING:").unwrap();
+        assert_eq!(end_kind("WARNING: CPU: 0 PID: 1 at fs/x.c:1 f+0x1/0x2", warning), EndKind::Oops);
+        assert_eq!(end_kind("WARNING: possible circular locking dependency detected", warning), EndKind::StackDump);
     }
 }

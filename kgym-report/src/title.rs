@@ -29,12 +29,8 @@ const DYNAMIC_PARTS: &[(&str, &str)] = &[
     (r"([0-9]+){7,}", "NUM"),
 ];
 
-static DYNAMIC_RES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
-    DYNAMIC_PARTS
-        .iter()
-        .map(|(p, r)| (Regex::new(p).expect("title pattern compiles"), *r))
-        .collect()
-});
+static DYNAMIC_RES: LazyLock<Vec<(Regex, &'static str)>> =
+    LazyLock::new(|| DYNAMIC_PARTS.iter().map(|(p, r)| (Regex::new(p).expect("title pattern compiles"), *r)).collect());
 
 /// The final form of a title.
 pub(crate) fn clean_title(raw: &str) -> String {
@@ -73,15 +69,9 @@ mod tests {
 
     #[test]
     fn replaces_dynamic_parts() {
-        assert_eq!(
-            clean_title("INFO: task syz-executor.3:1234 blocked"),
-            "INFO: task syz-executor blocked"
-        );
+        assert_eq!(clean_title("INFO: task syz-executor.3:1234 blocked"), "INFO: task syz-executor blocked");
         assert_eq!(clean_title("BUG: at 0xffffffff81234567 x"), "BUG: at ADDR x");
-        assert_eq!(
-            clean_title("kernel BUG at fs/ext4/inode.c:123!"),
-            "kernel BUG at fs/ext4/inode.c:LINE!"
-        );
+        assert_eq!(clean_title("kernel BUG at fs/ext4/inode.c:123!"), "kernel BUG at fs/ext4/inode.c:LINE!");
         assert_eq!(clean_title("in foo+0x12/0x40 bar"), "in foo bar");
         assert_eq!(clean_title("a 1,2,3 b"), "a NUM,NUM,NUM b");
         assert_eq!(clean_title("in cfg80211_foo"), "in cfg80211_foo");

@@ -13,11 +13,7 @@ struct Tally {
 
 impl Tally {
     fn new(what: &'static str) -> Self {
-        Self {
-            what,
-            checked: 0,
-            misses: Vec::new(),
-        }
+        Self { what, checked: 0, misses: Vec::new() }
     }
     fn check(&mut self, fx: &Fixture, ok: bool, detail: impl FnOnce() -> String) {
         self.checked += 1;
@@ -26,11 +22,7 @@ impl Tally {
         }
     }
     fn accuracy(&self) -> f64 {
-        if self.checked == 0 {
-            1.0
-        } else {
-            1.0 - self.misses.len() as f64 / self.checked as f64
-        }
+        if self.checked == 0 { 1.0 } else { 1.0 - self.misses.len() as f64 / self.checked as f64 }
     }
     fn print(&self) {
         println!(
@@ -49,11 +41,7 @@ impl Tally {
 #[test]
 fn syzkaller_fixtures() {
     let fixtures = load_all();
-    assert!(
-        fixtures.len() >= 500,
-        "expected the 500 fixtures, found {}",
-        fixtures.len()
-    );
+    assert!(fixtures.len() >= 500, "expected the 500 fixtures, found {}", fixtures.len());
     let mut titles = Tally::new("exact titles");
     let mut no_crash = Tally::new("no-crash logs without a report");
     let mut types = Tally::new("crash types");
@@ -63,9 +51,7 @@ fn syzkaller_fixtures() {
     for fx in &fixtures {
         let got = kgym_report::parse(&fx.log);
         let Some(want) = &fx.title else {
-            no_crash.check(fx, got.is_none(), || {
-                format!("reported {:?}", got.as_ref().map(|r| &r.title))
-            });
+            no_crash.check(fx, got.is_none(), || format!("reported {:?}", got.as_ref().map(|r| &r.title)));
             continue;
         };
         let Some(got) = got else {
@@ -74,20 +60,13 @@ fn syzkaller_fixtures() {
         };
         titles.check(fx, &got.title == want, || format!("want {want:?}, got {:?}", got.title));
         let want_type = fx.crash_type.as_deref().unwrap_or(kgym_report::UNKNOWN_TYPE);
-        types.check(fx, got.crash_type == want_type, || {
-            format!("want {want_type}, got {}", got.crash_type)
-        });
+        types.check(fx, got.crash_type == want_type, || format!("want {want_type}, got {}", got.crash_type));
         corrupted.check(fx, got.corrupted == fx.corrupted, || {
-            format!(
-                "want {}, got {} ({:?})",
-                fx.corrupted, got.corrupted, got.corrupted_reason
-            )
+            format!("want {}, got {} ({:?})", fx.corrupted, got.corrupted, got.corrupted_reason)
         });
         let mut got_alts = got.alt_titles.clone();
         got_alts.sort();
-        alts.check(fx, got_alts == fx.alt_titles, || {
-            format!("want {:?}, got {got_alts:?}", fx.alt_titles)
-        });
+        alts.check(fx, got_alts == fx.alt_titles, || format!("want {:?}, got {got_alts:?}", fx.alt_titles));
         if let Some(want_text) = &fx.report {
             texts.check(fx, &got.text == want_text, || "text differs".to_owned());
         }

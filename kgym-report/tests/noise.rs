@@ -36,22 +36,13 @@ fn join(lines: &[String]) -> Vec<u8> {
 }
 
 fn with_prefix(prefix: &str) -> Vec<String> {
-    kasan_lines()
-        .iter()
-        .enumerate()
-        .map(|(i, l)| format!("[   10.{i:06}]{prefix} {l}"))
-        .collect()
+    kasan_lines().iter().enumerate().map(|(i, l)| format!("[   10.{i:06}]{prefix} {l}")).collect()
 }
 
 #[test]
 fn timestamps_or_none_give_the_same_title() {
     let bare: Vec<String> = kasan_lines().iter().map(|l| l.to_string()).collect();
-    for log in [
-        join(&bare),
-        join(&with_prefix("")),
-        join(&with_prefix("[ T100]")),
-        join(&with_prefix("[  C1]")),
-    ] {
+    for log in [join(&bare), join(&with_prefix("")), join(&with_prefix("[ T100]")), join(&with_prefix("[  C1]"))] {
         let r = parse(&log).expect("a crash");
         assert_eq!(r.title, KASAN_TITLE, "log:\n{}", String::from_utf8_lossy(&log));
         assert!(!r.corrupted, "{:?}", r.corrupted_reason);
@@ -83,11 +74,7 @@ fn other_callers_lines_are_left_out() {
     }
     let r = parse(&join(&lines)).expect("a crash");
     assert_eq!(r.title, KASAN_TITLE);
-    assert!(
-        !r.text.contains("other_task_function") && !r.text.contains("cpu_interrupt_work"),
-        "{}",
-        r.text
-    );
+    assert!(!r.text.contains("other_task_function") && !r.text.contains("cpu_interrupt_work"), "{}", r.text);
     assert!(r.frames.iter().any(|f| f.function == "ext4_xattr_ibody_set"));
     // Questionable frames (` ? foo`) are never guilty.
     let mut lines = with_prefix("[ T100]");
@@ -99,48 +86,25 @@ fn other_callers_lines_are_left_out() {
 fn ansi_escapes_and_crlf_change_nothing_on_any_fixture() {
     for fx in common::load_all() {
         let plain = parse(&fx.log);
-        let crlf: Vec<u8> = fx
-            .log
-            .iter()
-            .flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] })
-            .collect();
+        let crlf: Vec<u8> =
+            fx.log.iter().flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] }).collect();
         let ansi: Vec<u8> = fx
             .log
             .split_inclusive(|&b| b == b'\n')
             .flat_map(|l| {
-                [
-                    b"\x1b[0m".as_slice(),
-                    l.strip_suffix(b"\n").unwrap_or(l),
-                    b"\x1b[K\x1b]0;title\x07\n",
-                ]
-                .concat()
+                [b"\x1b[0m".as_slice(), l.strip_suffix(b"\n").unwrap_or(l), b"\x1b[K\x1b]0;title\x07\n"].concat()
             })
             .collect();
         for (what, log) in [("crlf", &crlf), ("ansi", &ansi)] {
             let got = parse(log);
-            assert_eq!(
-                got.as_ref().map(|r| &r.title),
-                plain.as_ref().map(|r| &r.title),
-                "{}: {what}",
-                fx.name
-            );
-            assert_eq!(
-                got.as_ref().map(|r| &r.text),
-                plain.as_ref().map(|r| &r.text),
-                "{}: {what}",
-                fx.name
-            );
+            assert_eq!(got.as_ref().map(|r| &r.title), plain.as_ref().map(|r| &r.title), "{}: {what}", fx.name);
+            assert_eq!(got.as_ref().map(|r| &r.text), plain.as_ref().map(|r| &r.text), "{}: {what}", fx.name);
         }
         // Offsets point into the raw log: with CRLF, one byte more per line before.
         if let (Some(p), Some(c)) = (&plain, parse(&crlf)) {
             let lines_before = fx.log[..p.start].iter().filter(|&&b| b == b'\n').count();
             assert_eq!(c.start, p.start + lines_before, "{}", fx.name);
-            assert_eq!(
-                &crlf[c.start..c.start + 4],
-                &fx.log[p.start..p.start + 4],
-                "{}",
-                fx.name
-            );
+            assert_eq!(&crlf[c.start..c.start + 4], &fx.log[p.start..p.start + 4], "{}", fx.name);
         }
     }
 }
@@ -154,11 +118,7 @@ fn invalid_utf8_is_tolerated() {
     log.splice(at..at, b"\xe2\x82".iter().copied());
     let r = parse(&log).expect("a crash");
     assert_eq!(r.title, KASAN_TITLE);
-    assert!(
-        r.start > 0 && log[r.start..].starts_with(b"[   10.000001] BUG: KASAN"),
-        "start {}",
-        r.start
-    );
+    assert!(r.start > 0 && log[r.start..].starts_with(b"[   10.000001] BUG: KASAN"), "start {}", r.start);
 }
 
 #[test]
@@ -187,15 +147,8 @@ syzkaller login: root
 ";
     // `BUG:` is a header wherever it is (titled from the header on when no
     // rule fits): everything else here is noise.
-    assert_eq!(
-        parse(log.as_bytes()).map(|r| r.title),
-        Some("BUG: this is only a description of BUG handling".into())
-    );
-    let quiet: String = log
-        .lines()
-        .filter(|l| !l.contains("ACPI"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    assert_eq!(parse(log.as_bytes()).map(|r| r.title), Some("BUG: this is only a description of BUG handling".into()));
+    let quiet: String = log.lines().filter(|l| !l.contains("ACPI")).map(|l| format!("{l}\n")).collect();
     assert_eq!(parse(quiet.as_bytes()), None);
 }
 
@@ -216,14 +169,8 @@ fn symbolized_text_and_exact_pc_frames() {
     r.frames[0].location = Some("fs/ext4/namei.c:1500".into());
     r.frames[1].location = Some("fs/ext4/namei.c:1700".into());
     let text = r.symbolized_text();
-    assert!(
-        text.contains("RIP: 0010:ext4_find_entry+0x12/0x340 fs/ext4/namei.c:1500\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains(" ext4_lookup+0x10/0x20 fs/ext4/namei.c:1700 [ext4]\n"),
-        "{text}"
-    );
+    assert!(text.contains("RIP: 0010:ext4_find_entry+0x12/0x340 fs/ext4/namei.c:1500\n"), "{text}");
+    assert!(text.contains(" ext4_lookup+0x10/0x20 fs/ext4/namei.c:1700 [ext4]\n"), "{text}");
     assert!(text.contains(" __x64_sys_open+0x10/0x20\n"), "{text}");
 }
 
@@ -236,10 +183,7 @@ fn boot_log() -> Vec<u8> {
 #[test]
 fn a_real_boot_console_has_no_crash() {
     let log = boot_log();
-    assert!(
-        log.windows(2).any(|w| w == b"\r\n") && log.contains(&0x1b),
-        "the log keeps its noise"
-    );
+    assert!(log.windows(2).any(|w| w == b"\r\n") && log.contains(&0x1b), "the log keeps its noise");
     assert_eq!(parse(&log), None);
     let mut p = kgym_report::StreamParser::new();
     for line in log.split_inclusive(|&b| b == b'\n') {
@@ -265,10 +209,7 @@ Call Trace:\r
 ";
     log.extend_from_slice(oops.as_bytes());
     let r = parse(&log).expect("a crash");
-    assert_eq!(
-        r.title,
-        "BUG: unable to handle kernel NULL pointer dereference in ext4_fill_super"
-    );
+    assert_eq!(r.title, "BUG: unable to handle kernel NULL pointer dereference in ext4_fill_super");
     assert_eq!(r.crash_type, "NULL-POINTER-DEREFERENCE");
     assert_eq!(r.start, at);
     assert!(!r.corrupted, "{:?}", r.corrupted_reason);

@@ -30,11 +30,7 @@ fn stream_titles_match_whole_log_titles() {
         let started = events.iter().position(|(_, e)| *e == StreamEvent::Started);
         let completed = events.iter().position(|(_, e)| matches!(e, StreamEvent::Complete(_)));
         let Some(whole) = whole else {
-            assert!(
-                completed.is_none() && p.finish().is_none(),
-                "{}: report on a no-crash log",
-                fx.name
-            );
+            assert!(completed.is_none() && p.finish().is_none(), "{}: report on a no-crash log", fx.name);
             continue;
         };
         let started = started.unwrap_or_else(|| panic!("{}: no Started event", fx.name));
@@ -42,24 +38,18 @@ fn stream_titles_match_whole_log_titles() {
             Some(c) => {
                 assert!(started < c, "{}: Complete before Started", fx.name);
                 early += 1;
-                let StreamEvent::Complete(r) = &events[c].1 else {
-                    unreachable!()
-                };
+                let StreamEvent::Complete(r) = &events[c].1 else { unreachable!() };
                 // finish() after completion keeps the title.
                 assert_eq!(p.finish().map(|f| f.title), Some(r.title.clone()), "{}", fx.name);
                 (**r).clone()
             }
             None => {
                 at_finish += 1;
-                p.finish()
-                    .unwrap_or_else(|| panic!("{}: finish gave nothing after Started", fx.name))
+                p.finish().unwrap_or_else(|| panic!("{}: finish gave nothing after Started", fx.name))
             }
         };
         if streamed.title != whole.title {
-            mismatches.push(format!(
-                "{}: stream {:?} vs whole {:?}",
-                fx.name, streamed.title, whole.title
-            ));
+            mismatches.push(format!("{}: stream {:?} vs whole {:?}", fx.name, streamed.title, whole.title));
         }
         assert_eq!(streamed.start, whole.start, "{}: report start differs", fx.name);
     }
@@ -67,11 +57,7 @@ fn stream_titles_match_whole_log_titles() {
     for m in &mismatches {
         println!("  mismatch {m}");
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} stream titles differ from whole-log titles",
-        mismatches.len()
-    );
+    assert!(mismatches.is_empty(), "{} stream titles differ from whole-log titles", mismatches.len());
 }
 
 #[test]
@@ -92,9 +78,7 @@ fn started_then_complete_on_a_panicking_kasan_report() {
 ";
     let (events, _) = feed_all(log.as_bytes());
     assert_eq!(events[0], (1, StreamEvent::Started));
-    let (line, StreamEvent::Complete(r)) = &events[1] else {
-        panic!("no completion: {events:?}")
-    };
+    let (line, StreamEvent::Complete(r)) = &events[1] else { panic!("no completion: {events:?}") };
     // Complete at the closing separator, not later.
     assert_eq!(*line, 10);
     assert_eq!(r.title, "KASAN: slab-out-of-bounds Write in foo_bar");
@@ -109,10 +93,7 @@ fn a_kernel_panic_end_completes_even_a_corrupted_report() {
 ";
     let (events, p) = feed_all(log.as_bytes());
     assert_eq!(events[0], (0, StreamEvent::Started));
-    assert!(
-        matches!(&events[1], (2, StreamEvent::Complete(r)) if r.corrupted),
-        "{events:?}"
-    );
+    assert!(matches!(&events[1], (2, StreamEvent::Complete(r)) if r.corrupted), "{events:?}");
     assert!(!p.in_report());
 }
 
@@ -120,21 +101,13 @@ fn a_kernel_panic_end_completes_even_a_corrupted_report() {
 fn complete_now_gives_the_report_so_far() {
     let mut p = StreamParser::new();
     assert_eq!(p.complete_now(), StreamEvent::Nothing);
-    assert_eq!(
-        p.feed(b"[ 1.0] INFO: task hung_thing:12 blocked for more than 143 seconds.\n"),
-        StreamEvent::Started
-    );
+    assert_eq!(p.feed(b"[ 1.0] INFO: task hung_thing:12 blocked for more than 143 seconds.\n"), StreamEvent::Started);
     assert!(p.in_report());
-    let StreamEvent::Complete(r) = p.complete_now() else {
-        panic!("no report")
-    };
+    let StreamEvent::Complete(r) = p.complete_now() else { panic!("no report") };
     assert_eq!(r.title, "INFO: task hung in corrupted");
     assert!(r.corrupted);
     assert!(!p.in_report());
-    assert_eq!(
-        p.feed(b"[ 2.0] WARNING: CPU: 0 PID: 1 at fs/x.c:1 f+0x1/0x2\n"),
-        StreamEvent::Nothing
-    );
+    assert_eq!(p.feed(b"[ 2.0] WARNING: CPU: 0 PID: 1 at fs/x.c:1 f+0x1/0x2\n"), StreamEvent::Nothing);
 }
 
 #[test]

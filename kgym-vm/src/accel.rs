@@ -139,7 +139,8 @@ pub async fn probe_kvm(spec: &ProbeSpec, cancel: &CancellationToken) -> Result<P
     w.file("/bin/busybox", 0o755, &busybox);
     let init = format!("#!/bin/busybox sh\necho {PROBE_MARKER}\n/bin/busybox poweroff -f\n");
     w.file("/init", 0o755, init.as_bytes());
-    let dir = tempfile::Builder::new().prefix("kvm-probe-").tempdir_in(&spec.work_dir).map_err(Error::io(&spec.work_dir))?;
+    let dir =
+        tempfile::Builder::new().prefix("kvm-probe-").tempdir_in(&spec.work_dir).map_err(Error::io(&spec.work_dir))?;
     let initrd = dir.path().join("probe.cpio");
     std::fs::write(&initrd, w.finish()).map_err(Error::io(&initrd))?;
 
@@ -153,10 +154,10 @@ pub async fn probe_kvm(spec: &ProbeSpec, cancel: &CancellationToken) -> Result<P
         .args(["-append", "console=ttyS0 panic=-1 quiet"]);
     let program = spec.qemu.display().to_string();
     let (mut child, mut guard) = process::spawn_piped(&mut cmd, &program)?;
-    let mut stdout = child.stdout.take().ok_or_else(|| Error::Spawn {
-        program: program.clone(),
-        source: std::io::Error::other("no stdout pipe"),
-    })?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Spawn { program: program.clone(), source: std::io::Error::other("no stdout pipe") })?;
     let started = Instant::now();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -197,8 +198,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-static PROCESS_CACHE: LazyLock<tokio::sync::Mutex<HashMap<String, AccelDecision>>> =
-    LazyLock::new(Default::default);
+static PROCESS_CACHE: LazyLock<tokio::sync::Mutex<HashMap<String, AccelDecision>>> = LazyLock::new(Default::default);
 
 /// How long a decision on disk stays valid.
 const DISK_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -218,10 +218,8 @@ struct DiskEntry {
 fn cache_key(qemu: &Path) -> String {
     let meta = std::fs::metadata(qemu).ok();
     let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
-    let mtime = meta
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
+    let mtime =
+        meta.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{}|{size}|{mtime}|{}", qemu.display(), host.trim())
 }

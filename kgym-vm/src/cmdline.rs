@@ -99,10 +99,7 @@ impl KernelCmdline {
 
     /// The value of parameter `name`, if set (`Some("")` for a bare flag).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|p| param_name(p) == name)
-            .map(|p| p.split_once('=').map_or("", |(_, v)| v))
+        self.params.iter().find(|p| param_name(p) == name).map(|p| p.split_once('=').map_or("", |(_, v)| v))
     }
 
     /// The parameters in order.

@@ -29,9 +29,12 @@ pub const BUSYBOX_CANDIDATES: &[&str] = &["/bin/busybox", "/usr/bin/busybox", "/
 pub fn find_busybox(explicit: Option<&Path>) -> Result<PathBuf> {
     let path = match explicit {
         Some(p) => p.to_owned(),
-        None => BUSYBOX_CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| {
-            Error::ToolMissing { tool: "busybox".into(), hint: "install busybox-static (apt-get install busybox-static)".into() }
-        })?,
+        None => {
+            BUSYBOX_CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| Error::ToolMissing {
+                tool: "busybox".into(),
+                hint: "install busybox-static (apt-get install busybox-static)".into(),
+            })?
+        }
     };
     let head = std::fs::read(&path).map_err(Error::io(&path))?;
     if is_dynamic_elf(&head) {
@@ -186,7 +189,9 @@ fn busybox_applets(busybox: &Path) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
-        .filter(|a| !a.is_empty() && *a != "busybox" && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_.[".contains(c)))
+        .filter(|a| {
+            !a.is_empty() && *a != "busybox" && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_.[".contains(c))
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -246,11 +251,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.cpio");
         std::fs::write(&path, w.finish()).unwrap();
-        let out = std::process::Command::new(cpio)
-            .args(["-t", "-F"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = std::process::Command::new(cpio).args(["-t", "-F"]).arg(&path).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "a\na/f\na/l\n");
     }

@@ -298,7 +298,12 @@ mod tests {
         let titles: Vec<_> = g.iter().map(|g| g.title.as_str()).collect();
         assert_eq!(
             titles,
-            ["WARNING in g", "KASAN: use-after-free Read in f", "lost connection to test machine", "no output from test machine"]
+            [
+                "WARNING in g",
+                "KASAN: use-after-free Read in f",
+                "lost connection to test machine",
+                "no output from test machine"
+            ]
         );
         assert_eq!(g[0].boots, vec![3, 4]);
         assert_eq!(picked_title(&g).as_deref(), Some("WARNING in g"));

@@ -109,8 +109,7 @@ pub(crate) fn find_program(name: &str) -> Option<std::path::PathBuf> {
         let p = std::path::PathBuf::from(name);
         return p.is_file().then_some(p);
     }
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
 /// [`find_program`] or an [`Error::ToolMissing`] with `hint`.

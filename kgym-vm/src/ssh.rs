@@ -87,7 +87,12 @@ impl SshTarget {
     }
 
     /// Runs `remote` and returns its output; a non-zero exit is an error.
-    pub async fn run(&self, remote: &str, timeout: Duration, cancel: &CancellationToken) -> Result<std::process::Output> {
+    pub async fn run(
+        &self,
+        remote: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<std::process::Output> {
         let cmd = self.command(remote)?;
         process::run_checked(cmd, &format!("ssh {}", self.destination()), timeout, cancel).await
     }
@@ -115,15 +120,16 @@ impl SshTarget {
     /// Copies local file `src` to `dst` on the target, mode 0755.
     pub async fn copy_to(&self, src: &Path, dst: &str, timeout: Duration, cancel: &CancellationToken) -> Result<()> {
         let data = tokio::fs::read(src).await.map_err(Error::io(src))?;
-        let quoted = shlex::try_quote(dst).map_err(|_| Error::InvalidRequest { reason: format!("remote path {dst:?}") })?;
+        let quoted =
+            shlex::try_quote(dst).map_err(|_| Error::InvalidRequest { reason: format!("remote path {dst:?}") })?;
         let mut cmd = self.command(&format!("cat > {quoted} && chmod 0755 {quoted}"))?;
         cmd.stdin(Stdio::piped());
         let program = format!("ssh {} (copy {})", self.destination(), src.display());
         let (mut child, mut guard) = process::spawn_piped(&mut cmd, &program)?;
-        let mut stdin = child.stdin.take().ok_or_else(|| Error::Spawn {
-            program: program.clone(),
-            source: std::io::Error::other("no stdin pipe"),
-        })?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| Error::Spawn { program: program.clone(), source: std::io::Error::other("no stdin pipe") })?;
         let work = async {
             stdin.write_all(&data).await.map_err(|source| Error::Spawn { program: program.clone(), source })?;
             drop(stdin);

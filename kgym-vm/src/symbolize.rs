@@ -150,11 +150,8 @@ impl Symbolizer {
         let positions = self.lookup(&frame_pcs, cancel).await?;
         for (i, pos) in which.into_iter().zip(positions) {
             let frame = &mut report.frames[i];
-            frame.location = pos
-                .iter()
-                .find(|p| p.function == frame.function)
-                .or_else(|| pos.last())
-                .map(|p| p.location.clone());
+            frame.location =
+                pos.iter().find(|p| p.function == frame.function).or_else(|| pos.last()).map(|p| p.location.clone());
         }
         Ok(())
     }
@@ -253,7 +250,9 @@ mod tests {
 
     #[test]
     fn nm_text_symbols_are_indexed_by_name() {
-        let m = parse_nm("ffffffff810638ec 0000000000000092 t kgym_note_store\nffffffff82000000 0000000000000010 D data\nffffffff81000000 T _text\n");
+        let m = parse_nm(
+            "ffffffff810638ec 0000000000000092 t kgym_note_store\nffffffff82000000 0000000000000010 D data\nffffffff81000000 T _text\n",
+        );
         assert_eq!(m["kgym_note_store"], vec![(0xffffffff810638ec, 0x92)]);
         assert!(!m.contains_key("data") && !m.contains_key("_text"));
     }

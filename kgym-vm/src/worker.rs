@@ -74,7 +74,10 @@ async fn fetch(ctx: &StageContext, file: &FileRef, dir: &Path, name: &str) -> Re
 
 async fn get_artifact(ctx: &StageContext, key: &ArtifactKey, dir: &Path, name: &str) -> Result<PathBuf, StageFailure> {
     let dst = dir.join(name);
-    ctx.artifacts.get_to_file(key, &dst).await.map_err(|source| failure_of(&Error::Artifact { key: key.to_string(), source }))?;
+    ctx.artifacts
+        .get_to_file(key, &dst)
+        .await
+        .map_err(|source| failure_of(&Error::Artifact { key: key.to_string(), source }))?;
     Ok(dst)
 }
 
@@ -162,7 +165,9 @@ impl Worker for ReproduceWorker {
             let log_key = ctx.artifact_key(&format!("{base}/log"))?;
             let log_key = store(&ctx, log_key, b.log.clone()).await?;
             let report_key = match &b.report {
-                Some(r) => Some(store(&ctx, ctx.artifact_key(&format!("{base}/report"))?, r.text.clone().into_bytes()).await?),
+                Some(r) => {
+                    Some(store(&ctx, ctx.artifact_key(&format!("{base}/report"))?, r.text.clone().into_bytes()).await?)
+                }
                 None => None,
             };
             keys.insert((b.instance, b.run), (log_key, report_key));
@@ -179,14 +184,19 @@ mod tests {
 
     #[test]
     fn errors_map_to_stable_codes() {
-        let compile = Error::ReproducerDoesNotCompile { compiler: "gcc".into(), status: "exit status: 1".into(), output: "x.c:1: error".into() };
+        let compile = Error::ReproducerDoesNotCompile {
+            compiler: "gcc".into(),
+            status: "exit status: 1".into(),
+            output: "x.c:1: error".into(),
+        };
         let f = failure_of(&compile);
         assert_eq!(f.code, codes::REPRODUCER_DOES_NOT_COMPILE);
         assert_eq!(f.detail.as_deref(), Some("x.c:1: error"));
         assert!(!f.retryable);
         assert_eq!(failure_of(&Error::Cancelled).code, codes::CANCELLED);
         assert_eq!(failure_of(&Error::InvalidRequest { reason: "x".into() }).code, codes::BAD_ARGUMENT);
-        let missing = Error::Artifact { key: "k".into(), source: kgym_core::Error::ArtifactNotFound { key: "k".into() } };
+        let missing =
+            Error::Artifact { key: "k".into(), source: kgym_core::Error::ArtifactNotFound { key: "k".into() } };
         assert_eq!(failure_of(&missing).code, codes::MISSING_INPUT);
         let tool = Error::ToolMissing { tool: "qemu".into(), hint: "install it".into() };
         let f = failure_of(&tool);

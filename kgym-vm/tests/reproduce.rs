@@ -149,7 +149,8 @@ async fn silence_and_power_off_are_special_crashes() {
     let runner = runner_in(work.path()).no_output_timeout(Duration::from_secs(8)).build().unwrap();
     // Silence: the hanging reproducer prints nothing.
     let (ctx, _log) = context();
-    let req = RunRequest::new(&k.bzimage, Reproducer::c(HANG)).budget(Duration::from_secs(30)).policy(StopPolicy::FirstCrash);
+    let req =
+        RunRequest::new(&k.bzimage, Reproducer::c(HANG)).budget(Duration::from_secs(30)).policy(StopPolicy::FirstCrash);
     let out = runner.run(req, &ctx).await.unwrap();
     assert_eq!(out.title.as_deref(), Some("no output from test machine"), "{:?}", out.boots);
     assert_eq!(out.image_ability, ImageAbility::Warning, "special crashes only");

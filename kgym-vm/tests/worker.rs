@@ -41,7 +41,8 @@ async fn reproduce_stage_boots_the_kernel_of_the_build_stage_and_stores_incident
         config_mismatches: vec![],
         backports_applied: vec![],
     };
-    let mut args = ReproduceArgs::new(KernelRef::FromStage { stage: StageIndex(0) }, Reproducer::c(read_bug_file("repro.c")));
+    let mut args =
+        ReproduceArgs::new(KernelRef::FromStage { stage: StageIndex(0) }, Reproducer::c(read_bug_file("repro.c")));
     args.budget = std::time::Duration::from_secs(240);
     let stages = vec![
         StageSpec { kind: StageKind::build(), arg: serde_json::json!({}) },

@@ -278,7 +278,7 @@ fn print_human(out: &BuildOutput) {
 /// Runs the subcommand. Ctrl-C cancels the build (make is killed).
 pub async fn run(args: Args, common: &Common) -> CmdResult {
     let req = request(&args).await?;
-    let mut builder = LocalBuilder::builder(common.data_dir().join("build")).ccache(!args.no_ccache);
+    let mut builder = LocalBuilder::builder(common.build_cache_dir()).ccache(!args.no_ccache);
     if let Some(j) = args.jobs {
         builder = builder.jobs(j);
     }

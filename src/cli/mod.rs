@@ -50,13 +50,16 @@ impl Common {
         self.data.clone().unwrap_or_else(kgym::default_data_dir)
     }
 
+    /// Where builds keep their caches: `--build-cache`, else `<data>/build`
+    /// (the embedded gym's default, so `kgym build` and `kgym run` share
+    /// warm trees).
+    pub fn build_cache_dir(&self) -> PathBuf {
+        self.build_cache.clone().unwrap_or_else(|| self.data_dir().join("build"))
+    }
+
     /// The embedded gym's configuration from these options.
     pub fn gym(&self) -> kgym::GymBuilder {
-        let gym = kgym::Gym::builder(self.data_dir());
-        match &self.build_cache {
-            Some(dir) => gym.build_cache(dir),
-            None => gym,
-        }
+        kgym::Gym::builder(self.data_dir()).build_cache(self.build_cache_dir())
     }
 }
 

@@ -112,15 +112,7 @@ pub(crate) struct F(Format);
 
 /// A format whose title line matches `title` and is named by `fmt`.
 pub(crate) fn f(title: &str, fmt: &'static str) -> F {
-    F(Format {
-        title: re(title),
-        report: None,
-        fmt,
-        alt: &[],
-        stack: None,
-        no_stack_trace: false,
-        corrupted: false,
-    })
+    F(Format { title: re(title), report: None, fmt, alt: &[], stack: None, no_stack_trace: false, corrupted: false })
 }
 
 impl F {
@@ -156,12 +148,7 @@ pub(crate) fn line(pattern: &str) -> Part {
 
 /// A stack rule from its parts, with extra frames to skip.
 pub(crate) fn stack(parts: Vec<Part>, skip_extra: &[&str]) -> StackRule {
-    StackRule {
-        parts,
-        parts2: Vec::new(),
-        skip: skip::FrameSkip::new(skip_extra),
-        pick: Pick::First,
-    }
+    StackRule { parts, parts2: Vec::new(), skip: skip::FrameSkip::new(skip_extra), pick: Pick::First }
 }
 
 impl StackRule {

@@ -67,11 +67,7 @@ pub fn load(name: &str) -> Fixture {
     let mut report: Option<String> = None;
     let body: Vec<&[u8]> = lines.collect();
     // The split leaves one empty piece after a final newline.
-    let n = if body.last().is_some_and(|l| l.is_empty()) {
-        body.len() - 1
-    } else {
-        body.len()
-    };
+    let n = if body.last().is_some_and(|l| l.is_empty()) { body.len() - 1 } else { body.len() };
     for line in &body[..n] {
         if let Some(r) = &mut report {
             r.push_str(&String::from_utf8_lossy(line));

@@ -113,7 +113,13 @@ enum Event {
 }
 
 /// Boots once; retries when another process took the forwarded SSH port.
-pub async fn boot(setup: &BootSetup, instance: u32, run: u32, sig: &BootSignals, ctx: &RunContext) -> Result<BootRecord> {
+pub async fn boot(
+    setup: &BootSetup,
+    instance: u32,
+    run: u32,
+    sig: &BootSignals,
+    ctx: &RunContext,
+) -> Result<BootRecord> {
     let mut attempt = 0;
     loop {
         match boot_once(setup, instance, run, sig, ctx).await {
@@ -264,7 +270,13 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-async fn boot_once(setup: &BootSetup, instance: u32, run: u32, sig: &BootSignals, ctx: &RunContext) -> Result<BootRecord> {
+async fn boot_once(
+    setup: &BootSetup,
+    instance: u32,
+    run: u32,
+    sig: &BootSignals,
+    ctx: &RunContext,
+) -> Result<BootRecord> {
     let boot_start = Instant::now();
     let dir = setup.dir.join(format!("{instance}-{run}"));
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
@@ -313,7 +325,14 @@ async fn boot_once(setup: &BootSetup, instance: u32, run: u32, sig: &BootSignals
     let mut ssh_task = None;
     if let (Some(target), BootMode::Image { files, command, .. }) = (ssh_target, &setup.mode) {
         let deadline = boot_start + setup.timeouts.boot;
-        ssh_task = Some(tokio::spawn(drive_ssh(target, files.clone(), command.clone(), deadline, tx.clone(), boot_cancel.clone())));
+        ssh_task = Some(tokio::spawn(drive_ssh(
+            target,
+            files.clone(),
+            command.clone(),
+            deadline,
+            tx.clone(),
+            boot_cancel.clone(),
+        )));
     }
     drop(tx);
 
@@ -428,12 +447,7 @@ async fn boot_once(setup: &BootSetup, instance: u32, run: u32, sig: &BootSignals
 }
 
 /// Stops QEMU: QMP `quit` (half a second), then SIGKILL to its group.
-async fn stop_qemu(
-    child: &mut Child,
-    guard: &mut GroupGuard,
-    qmp: tokio::task::JoinHandle<Result<Qmp>>,
-    exited: bool,
-) {
+async fn stop_qemu(child: &mut Child, guard: &mut GroupGuard, qmp: tokio::task::JoinHandle<Result<Qmp>>, exited: bool) {
     if exited || !qmp.is_finished() {
         qmp.abort();
     } else if let Ok(Ok(q)) = qmp.await {
@@ -449,7 +463,12 @@ async fn stop_qemu(
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
 }
 
-async fn forward<R: AsyncRead + Unpin>(mut r: R, tx: mpsc::Sender<Event>, wrap: fn(Vec<u8>) -> Event, closed: Option<Event>) {
+async fn forward<R: AsyncRead + Unpin>(
+    mut r: R,
+    tx: mpsc::Sender<Event>,
+    wrap: fn(Vec<u8>) -> Event,
+    closed: Option<Event>,
+) {
     let mut chunk = vec![0u8; 16 << 10];
     loop {
         match r.read(&mut chunk).await {
@@ -607,7 +626,10 @@ Rebooting in 1 seconds..\n";
     #[test]
     fn a_report_after_userspace_is_a_crash_and_before_it_did_not_boot() {
         let mut w = watch();
-        let (end, report) = feed(&mut w, &format!("Run /init as init process\n{USERSPACE_MARKER}\nkgym: {EXECUTING_MARKER} 0\n{KASAN}"));
+        let (end, report) = feed(
+            &mut w,
+            &format!("Run /init as init process\n{USERSPACE_MARKER}\nkgym: {EXECUTING_MARKER} 0\n{KASAN}"),
+        );
         assert!(w.userspace_at.is_some());
         assert!(matches!(end, BootEnd::Crash { ref title } if title.contains("kgym_note_store")), "{end:?}");
         assert!(report.is_some_and(|r| r.text.contains("Read of size 8")));

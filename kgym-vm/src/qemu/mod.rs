@@ -236,7 +236,11 @@ impl QemuRunnerBuilder {
             busybox: self.busybox,
             tools: ReproTools {
                 cc,
-                syzkaller: SyzkallerProvider { prebuilt: self.syzkaller_dir, repo_url: self.syzkaller_repo, cache_dir: cache },
+                syzkaller: SyzkallerProvider {
+                    prebuilt: self.syzkaller_dir,
+                    repo_url: self.syzkaller_repo,
+                    cache_dir: cache,
+                },
             },
             work_dir,
             timeouts: self.timeouts,

@@ -144,7 +144,8 @@ async fn run_inner(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) -> Re
     });
 
     let run_cancel = ctx.cancel.child_token();
-    let sig = BootSignals { deadline: started + req.budget, stop: CancellationToken::new(), cancel: run_cancel.clone() };
+    let sig =
+        BootSignals { deadline: started + req.budget, stop: CancellationToken::new(), cancel: run_cancel.clone() };
     let crashed = Arc::new(Mutex::new(HashSet::new()));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..req.instances {
@@ -169,7 +170,10 @@ async fn run_inner(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) -> Re
             }
             Err(join) => {
                 run_cancel.cancel();
-                first_err.get_or_insert(Error::Spawn { program: "instance task".into(), source: std::io::Error::other(join) });
+                first_err.get_or_insert(Error::Spawn {
+                    program: "instance task".into(),
+                    source: std::io::Error::other(join),
+                });
             }
         }
     }

@@ -57,9 +57,15 @@ mod tests {
     async fn compile_errors_are_typed_and_carry_the_output() {
         let Some(gcc) = kgym_testkit::require_tool("gcc") else { return };
         let dir = tempfile::tempdir().unwrap();
-        let err = compile(&gcc, "int main(void) { return undefined_thing; }\n", Arch::X86_64, dir.path(), &CancellationToken::new())
-            .await
-            .unwrap_err();
+        let err = compile(
+            &gcc,
+            "int main(void) { return undefined_thing; }\n",
+            Arch::X86_64,
+            dir.path(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
         match err {
             Error::ReproducerDoesNotCompile { output, status, .. } => {
                 assert!(output.contains("undefined_thing"), "{output}");
@@ -73,9 +79,15 @@ mod tests {
     async fn good_programs_become_static_binaries() {
         let Some(gcc) = kgym_testkit::require_tool("gcc") else { return };
         let dir = tempfile::tempdir().unwrap();
-        let bin = compile(&gcc, "#include <pthread.h>\nint main(void) { return 0; }\n", Arch::X86_64, dir.path(), &CancellationToken::new())
-            .await
-            .unwrap();
+        let bin = compile(
+            &gcc,
+            "#include <pthread.h>\nint main(void) { return 0; }\n",
+            Arch::X86_64,
+            dir.path(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         let elf = std::fs::read(&bin).unwrap();
         assert_eq!(&elf[..4], b"\x7fELF");
         assert!(!crate::initramfs::is_dynamic_elf(&elf), "not static");

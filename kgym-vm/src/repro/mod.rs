@@ -72,7 +72,14 @@ pub async fn prepare(
                     ("syz-executor".into(), bins.executor.clone()),
                     ("repro.syz".into(), prog),
                 ],
-                command: syz::execprog_command("./syz-execprog", "./syz-executor", arch, &opts, repro.nproc, "repro.syz"),
+                command: syz::execprog_command(
+                    "./syz-execprog",
+                    "./syz-executor",
+                    arch,
+                    &opts,
+                    repro.nproc,
+                    "repro.syz",
+                ),
                 prints_executing: true,
                 syzkaller_commit: Some(bins.commit),
             })

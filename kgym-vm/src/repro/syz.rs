@@ -38,7 +38,15 @@ pub struct SyzOptions {
 impl Default for SyzOptions {
     /// syzkaller's defaults for a program without a header.
     fn default() -> Self {
-        Self { threaded: true, collide: false, repeat: true, procs: 1, sandbox: "none".into(), fault: None, slowdown: 1 }
+        Self {
+            threaded: true,
+            collide: false,
+            repeat: true,
+            procs: 1,
+            sandbox: "none".into(),
+            fault: None,
+            slowdown: 1,
+        }
     }
 }
 
@@ -92,10 +100,7 @@ fn json_pairs(body: &str) -> Result<Vec<(String, String)>> {
     let v: serde_json::Value = serde_json::from_str(body)
         .map_err(|e| Error::BadSyzProgram { reason: format!("header {body:?} is not valid JSON: {e}") })?;
     let obj = v.as_object().ok_or_else(|| Error::BadSyzProgram { reason: "header is not an object".into() })?;
-    Ok(obj
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-        .collect())
+    Ok(obj.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect())
 }
 
 /// Go's `%+v` of a struct: `{A:1 B:x C:{D:false}}`; nested structs are
@@ -133,7 +138,14 @@ pub fn syz_arch(arch: Arch) -> &'static str {
 /// The `syz-execprog` command that runs `prog` (paths as seen in the guest),
 /// as syzkaller's `ExecprogCmd` builds it; `nproc` overrides the header's
 /// `procs` (kGym's `nproc`).
-pub fn execprog_command(execprog: &str, executor: &str, arch: Arch, opts: &SyzOptions, nproc: Option<u32>, prog: &str) -> String {
+pub fn execprog_command(
+    execprog: &str,
+    executor: &str,
+    arch: Arch,
+    opts: &SyzOptions,
+    nproc: Option<u32>,
+    prog: &str,
+) -> String {
     let mut cmd = format!(
         "{execprog} -executor={executor} -arch={} -sandbox={} -procs={} -repeat={} -threaded={} -collide={} -cover=0",
         syz_arch(arch),
@@ -228,7 +240,10 @@ impl SyzkallerProvider {
     }
 
     async fn build(&self, commit: &str, arch: Arch, cancel: &CancellationToken) -> Result<SyzBinaries> {
-        if commit.is_empty() || !commit.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)) || commit.contains("..") {
+        if commit.is_empty()
+            || !commit.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+            || commit.contains("..")
+        {
             return Err(Error::Syzkaller { commit: commit.into(), reason: "not a commit or ref name".into() });
         }
         let out_dir = self.cache_dir.join("builds").join(commit.replace('/', "_"));
@@ -246,7 +261,8 @@ impl SyzkallerProvider {
             (cmd, format!("git {}", args.first().cloned().unwrap_or_default()))
         };
         if !repo.join("HEAD").exists() && !repo.join(".git").exists() {
-            let (cmd, p) = git_run(vec!["clone".into(), "--bare".into(), self.repo_url.clone(), repo.display().to_string()]);
+            let (cmd, p) =
+                git_run(vec!["clone".into(), "--bare".into(), self.repo_url.clone(), repo.display().to_string()]);
             process::run_checked(cmd, &p, Duration::from_secs(600), cancel).await?;
         }
         let gitdir = format!("--git-dir={}", repo.display());
@@ -289,10 +305,8 @@ impl SyzkallerProvider {
         for (src, name) in [(&execprog, "syz-execprog"), (&executor, "syz-executor")] {
             std::fs::copy(src, bin_dir.join(name)).map_err(Error::io(src))?;
         }
-        let (execprog, executor) = Self::binaries_in(&out_dir, arch).ok_or_else(|| Error::Syzkaller {
-            commit: commit.into(),
-            reason: "cached binaries disappeared".into(),
-        })?;
+        let (execprog, executor) = Self::binaries_in(&out_dir, arch)
+            .ok_or_else(|| Error::Syzkaller { commit: commit.into(), reason: "cached binaries disappeared".into() })?;
         Ok(SyzBinaries { execprog, executor, commit: commit.into() })
     }
 }
@@ -326,7 +340,8 @@ mod tests {
 
     #[test]
     fn fault_injection_is_off_when_the_header_says_so() {
-        let off = "#{Threaded:true Procs:1 Sandbox:none LegacyOptions:{Collide:false Fault:false FaultCall:0 FaultNth:0}}\n";
+        let off =
+            "#{Threaded:true Procs:1 Sandbox:none LegacyOptions:{Collide:false Fault:false FaultCall:0 FaultNth:0}}\n";
         assert_eq!(SyzOptions::from_program(off).unwrap().fault, None);
         let oldest = "#{\"threaded\":true,\"procs\":1,\"fault_call\":2,\"fault_nth\":5}\n";
         assert_eq!(SyzOptions::from_program(oldest).unwrap().fault, Some((2, 5)));
@@ -350,7 +365,10 @@ mod tests {
         );
         let old = SyzOptions::from_program(OLD).unwrap();
         let c = execprog_command("e", "x", Arch::I386, &old, Some(3), "p");
-        assert_eq!(c, "e -executor=x -arch=386 -sandbox=namespace -procs=3 -repeat=0 -threaded=true -collide=true -cover=0 p");
+        assert_eq!(
+            c,
+            "e -executor=x -arch=386 -sandbox=namespace -procs=3 -repeat=0 -threaded=true -collide=true -cover=0 p"
+        );
     }
 
     #[tokio::test]
@@ -361,7 +379,11 @@ mod tests {
         for f in ["syz-execprog", "syz-executor"] {
             std::fs::write(bin.join(f), "").unwrap();
         }
-        let p = SyzkallerProvider { prebuilt: Some(dir.path().into()), repo_url: String::new(), cache_dir: dir.path().into() };
+        let p = SyzkallerProvider {
+            prebuilt: Some(dir.path().into()),
+            repo_url: String::new(),
+            cache_dir: dir.path().into(),
+        };
         let b = p.binaries(Some("abc"), None, Arch::X86_64, &CancellationToken::new()).await.unwrap();
         assert_eq!(b.commit, "prebuilt");
         assert_eq!(b.execprog, bin.join("syz-execprog"));
@@ -378,7 +400,8 @@ mod tests {
             repo_url: dir.path().join("no-such-repo").display().to_string(),
             cache_dir: dir.path().join("cache"),
         };
-        let err = p.binaries(Some("deadbeef"), Some("cafebabe"), Arch::X86_64, &CancellationToken::new()).await.unwrap_err();
+        let err =
+            p.binaries(Some("deadbeef"), Some("cafebabe"), Arch::X86_64, &CancellationToken::new()).await.unwrap_err();
         match err {
             Error::Syzkaller { commit, reason } => {
                 assert_eq!(commit, "deadbeef, cafebabe");

@@ -36,7 +36,11 @@ fn kernel_from_env(var: &str) -> Option<KernelFiles> {
     // Local iteration only: a prebuilt kernel directory instead of the
     // testkit build (CI leaves these unset and builds everything).
     let dir = PathBuf::from(std::env::var_os(var)?);
-    Some(KernelFiles { bzimage: dir.join("arch/x86/boot/bzImage"), vmlinux: dir.join("vmlinux"), config: dir.join(".config") })
+    Some(KernelFiles {
+        bzimage: dir.join("arch/x86/boot/bzImage"),
+        vmlinux: dir.join("vmlinux"),
+        config: dir.join(".config"),
+    })
 }
 
 /// The test kernel with testdata/bugs/bug.patch applied.
