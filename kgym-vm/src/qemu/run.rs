@@ -59,6 +59,9 @@ async fn run_inner(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) -> Re
 
     ctx.line(format!("preparing the {:?} reproducer", req.reproducer.kind));
     let prepared = repro::prepare(&req.reproducer, req.arch, &runner.tools, work.path(), &ctx.cancel).await?;
+    for note in &prepared.notes {
+        ctx.line(note);
+    }
 
     let busybox = match (&req.userspace, &runner.busybox, req.arch) {
         (_, Some(b), _) => Some(initramfs::find_busybox(Some(b))?),

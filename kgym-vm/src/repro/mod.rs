@@ -26,6 +26,9 @@ pub struct PreparedRepro {
     pub prints_executing: bool,
     /// The syzkaller commit used (syz programs).
     pub syzkaller_commit: Option<String>,
+    /// What the user should hear about the preparation: syzkaller commits
+    /// passed over for the fallback, and why.
+    pub notes: Vec<String>,
 }
 
 /// What preparing a reproducer needs from the host.
@@ -56,6 +59,7 @@ pub async fn prepare(
                 command: "./kgym-repro".into(),
                 prints_executing: false,
                 syzkaller_commit: None,
+                notes: Vec::new(),
             })
         }
         ReproducerKind::Syz => {
@@ -81,6 +85,13 @@ pub async fn prepare(
                     "repro.syz",
                 ),
                 prints_executing: true,
+                notes: bins
+                    .skipped
+                    .iter()
+                    .map(|s| {
+                        format!("syzkaller {} cannot be used, using {} instead: {}", s.commit, bins.commit, s.reason)
+                    })
+                    .collect(),
                 syzkaller_commit: Some(bins.commit),
             })
         }

@@ -1,20 +1,14 @@
 //! syzkaller programs (kGym's `log` reproducers): options from the
-//! program's header, the `syz-execprog` command line, and the binaries built
-//! from a syzkaller checkout at a commit (cached per commit, with a fallback
-//! commit when the requested one does not build).
-//!
-//! Building needs the network (the syzkaller repository and Go modules) and
-//! a Go toolchain; where those are missing a prebuilt directory
-//! (`bin/linux_amd64/syz-execprog` + `syz-executor`) can be given instead.
+//! program's header, the `syz-execprog` command line, and (in
+//! [`provider`]) the binaries built from a syzkaller checkout at a commit.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+pub mod provider;
 
 use kgym_core::stage::build::Arch;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::process;
+
+pub use provider::{GO_BIN_FALLBACK, SYZKALLER_REPO, SkippedCommit, SyzBinaries, SyzkallerProvider};
 
 /// Options of a syzkaller program, read from its `#{...}` header line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,154 +157,6 @@ pub fn execprog_command(
     cmd
 }
 
-/// Built syzkaller binaries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyzBinaries {
-    /// `syz-execprog`.
-    pub execprog: PathBuf,
-    /// `syz-executor`.
-    pub executor: PathBuf,
-    /// The commit they were built at (`prebuilt` for a given directory).
-    pub commit: String,
-}
-
-/// The default syzkaller repository.
-pub const SYZKALLER_REPO: &str = "https://github.com/google/syzkaller";
-
-/// How long a syzkaller build may take.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
-/// Where syzkaller binaries come from.
-#[derive(Debug, Clone)]
-pub struct SyzkallerProvider {
-    /// A prebuilt syzkaller directory; when set, nothing is built.
-    pub prebuilt: Option<PathBuf>,
-    /// The repository to clone.
-    pub repo_url: String,
-    /// Cache root: `repo/` (the clone) and `builds/<commit>/` (binaries).
-    pub cache_dir: PathBuf,
-}
-
-impl SyzkallerProvider {
-    /// The binaries inside a syzkaller directory (`dir/bin/linux_<arch>/`,
-    /// or `dir/` itself when the binaries are directly there).
-    pub fn binaries_in(dir: &Path, arch: Arch) -> Option<(PathBuf, PathBuf)> {
-        let sub = dir.join("bin").join(format!("linux_{}", syz_arch(arch)));
-        [sub, dir.to_owned()].into_iter().find_map(|d| {
-            let (e, x) = (d.join("syz-execprog"), d.join("syz-executor"));
-            (e.is_file() && x.is_file()).then_some((e, x))
-        })
-    }
-
-    /// The binaries for `commit`, falling back to `fallback` when `commit`
-    /// does not build (kGym's `syzkaller-rollback-to-latest`).
-    pub async fn binaries(
-        &self,
-        commit: Option<&str>,
-        fallback: Option<&str>,
-        arch: Arch,
-        cancel: &CancellationToken,
-    ) -> Result<SyzBinaries> {
-        if let Some(dir) = &self.prebuilt {
-            let (execprog, executor) = Self::binaries_in(dir, arch).ok_or_else(|| Error::Syzkaller {
-                commit: "prebuilt".into(),
-                reason: format!("{} has no syz-execprog and syz-executor for {}", dir.display(), syz_arch(arch)),
-            })?;
-            return Ok(SyzBinaries { execprog, executor, commit: "prebuilt".into() });
-        }
-        let wanted: Vec<&str> = commit.into_iter().chain(fallback).collect();
-        if wanted.is_empty() {
-            return Err(Error::Syzkaller {
-                commit: "(none)".into(),
-                reason: "no syzkaller commit and no prebuilt syzkaller directory given".into(),
-            });
-        }
-        let mut reasons = Vec::new();
-        for c in &wanted {
-            match self.build(c, arch, cancel).await {
-                Ok(b) => return Ok(b),
-                Err(Error::Cancelled) => return Err(Error::Cancelled),
-                Err(e) => {
-                    tracing::warn!(commit = c, error = %e, "syzkaller does not build at this commit");
-                    reasons.push(format!("{c}: {e}"));
-                }
-            }
-        }
-        Err(Error::Syzkaller { commit: wanted.join(", "), reason: reasons.join("; ") })
-    }
-
-    async fn build(&self, commit: &str, arch: Arch, cancel: &CancellationToken) -> Result<SyzBinaries> {
-        if commit.is_empty()
-            || !commit.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
-            || commit.contains("..")
-        {
-            return Err(Error::Syzkaller { commit: commit.into(), reason: "not a commit or ref name".into() });
-        }
-        let out_dir = self.cache_dir.join("builds").join(commit.replace('/', "_"));
-        if let Some((execprog, executor)) = Self::binaries_in(&out_dir, arch) {
-            return Ok(SyzBinaries { execprog, executor, commit: commit.into() });
-        }
-        let git = process::require_program("git", "install git")?;
-        process::require_program("go", "install a Go toolchain (syzkaller is written in Go)")?;
-        let make = process::require_program("make", "install build-essential")?;
-        let repo = self.cache_dir.join("repo");
-        std::fs::create_dir_all(&self.cache_dir).map_err(Error::io(&self.cache_dir))?;
-        let git_run = |args: Vec<String>| {
-            let mut cmd = process::command(&git);
-            cmd.args(&args);
-            (cmd, format!("git {}", args.first().cloned().unwrap_or_default()))
-        };
-        if !repo.join("HEAD").exists() && !repo.join(".git").exists() {
-            let (cmd, p) =
-                git_run(vec!["clone".into(), "--bare".into(), self.repo_url.clone(), repo.display().to_string()]);
-            process::run_checked(cmd, &p, Duration::from_secs(600), cancel).await?;
-        }
-        let gitdir = format!("--git-dir={}", repo.display());
-        let (cmd, p) = git_run(vec![gitdir.clone(), "cat-file".into(), "-e".into(), format!("{commit}^{{commit}}")]);
-        if process::run_checked(cmd, &p, Duration::from_secs(60), cancel).await.is_err() {
-            let (cmd, p) = git_run(vec![gitdir.clone(), "fetch".into(), "origin".into(), commit.into()]);
-            process::run_checked(cmd, &p, Duration::from_secs(600), cancel).await?;
-        }
-        // A scratch tree per build, renamed into the cache when complete so
-        // a half-built commit is never taken for a built one.
-        let scratch = tempfile::Builder::new()
-            .prefix("build-")
-            .tempdir_in(&self.cache_dir)
-            .map_err(Error::io(&self.cache_dir))?;
-        let tree = scratch.path().join("src");
-        let (cmd, p) = git_run(vec![
-            gitdir.clone(),
-            format!("--work-tree={}", tree.display()),
-            "checkout".into(),
-            "--force".into(),
-            "--detach".into(),
-            commit.into(),
-            "--".into(),
-            ".".into(),
-        ]);
-        std::fs::create_dir_all(&tree).map_err(Error::io(&tree))?;
-        process::run_checked(cmd, &p, Duration::from_secs(300), cancel).await?;
-        let mut cmd = process::command(make);
-        cmd.current_dir(&tree).arg(format!("TARGETARCH={}", syz_arch(arch))).args(["execprog", "executor"]);
-        let out = process::run_captured(cmd, "make execprog executor", BUILD_TIMEOUT, cancel).await?;
-        if !out.status.success() {
-            return Err(Error::Syzkaller { commit: commit.into(), reason: process::output_tail(&out, 30) });
-        }
-        let (execprog, executor) = Self::binaries_in(&tree, arch).ok_or_else(|| Error::Syzkaller {
-            commit: commit.into(),
-            reason: "the build produced no syz-execprog/syz-executor".into(),
-        })?;
-        let bin_dir = out_dir.join("bin").join(format!("linux_{}", syz_arch(arch)));
-        std::fs::create_dir_all(&bin_dir).map_err(Error::io(&bin_dir))?;
-        for (src, name) in [(&execprog, "syz-execprog"), (&executor, "syz-executor")] {
-            std::fs::copy(src, bin_dir.join(name)).map_err(Error::io(src))?;
-        }
-        let (execprog, executor) = Self::binaries_in(&out_dir, arch)
-            .ok_or_else(|| Error::Syzkaller { commit: commit.into(), reason: "cached binaries disappeared".into() })?;
-        Ok(SyzBinaries { execprog, executor, commit: commit.into() })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,47 +215,5 @@ mod tests {
             c,
             "e -executor=x -arch=386 -sandbox=namespace -procs=3 -repeat=0 -threaded=true -collide=true -cover=0 p"
         );
-    }
-
-    #[tokio::test]
-    async fn prebuilt_directories_are_used_as_is() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bin/linux_amd64");
-        std::fs::create_dir_all(&bin).unwrap();
-        for f in ["syz-execprog", "syz-executor"] {
-            std::fs::write(bin.join(f), "").unwrap();
-        }
-        let p = SyzkallerProvider {
-            prebuilt: Some(dir.path().into()),
-            repo_url: String::new(),
-            cache_dir: dir.path().into(),
-        };
-        let b = p.binaries(Some("abc"), None, Arch::X86_64, &CancellationToken::new()).await.unwrap();
-        assert_eq!(b.commit, "prebuilt");
-        assert_eq!(b.execprog, bin.join("syz-execprog"));
-        let err = p.binaries(None, None, Arch::I386, &CancellationToken::new()).await.unwrap_err();
-        assert!(matches!(err, Error::Syzkaller { .. }), "{err:?}");
-    }
-
-    #[tokio::test]
-    async fn unbuildable_commits_fall_back_then_fail_with_every_reason() {
-        let dir = tempfile::tempdir().unwrap();
-        // A repository URL that cannot be cloned: no network needed to fail.
-        let p = SyzkallerProvider {
-            prebuilt: None,
-            repo_url: dir.path().join("no-such-repo").display().to_string(),
-            cache_dir: dir.path().join("cache"),
-        };
-        let err =
-            p.binaries(Some("deadbeef"), Some("cafebabe"), Arch::X86_64, &CancellationToken::new()).await.unwrap_err();
-        match err {
-            Error::Syzkaller { commit, reason } => {
-                assert_eq!(commit, "deadbeef, cafebabe");
-                assert!(reason.contains("deadbeef:") && reason.contains("cafebabe:"), "{reason}");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        let err = p.binaries(Some("../x"), None, Arch::X86_64, &CancellationToken::new()).await.unwrap_err();
-        assert!(matches!(err, Error::Syzkaller { .. }));
     }
 }
