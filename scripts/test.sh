@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo test --workspace --all-targets --no-fail-fast "$@"
+cargo test -p kgym-core -p kgym --features kgym/gcp --no-fail-fast --test gcs --test gcs_store # GCS store vs a fake XML API
 cargo test --workspace --doc

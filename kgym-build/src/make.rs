@@ -4,14 +4,19 @@
 //! `-ffile-prefix-map`), the chosen toolchain (gcc, or clang + `LLVM=1`),
 //! `ccache` when available, and `-j` from the machine.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use kgym_core::stage::build::{Arch, Compiler, Linker};
 use tokio::process::Command;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::log::BuildLog;
-use crate::process::{self, Finished, Limits};
+use crate::process::{self, Finished, Limits, find_tool_in};
+
+/// The programs `LLVM=1` makes the kernel's Makefile use besides clang.
+const LLVM_BINUTILS: [&str; 7] =
+    ["ld.lld", "llvm-ar", "llvm-nm", "llvm-objcopy", "llvm-objdump", "llvm-readelf", "llvm-strip"];
 
 /// The fixed build timestamp (any `date -d`-parsable text works; the
 /// kernel prints it in `uname -v` and stamps the built-in initramfs).
@@ -22,7 +27,7 @@ const SOURCE_DATE_EPOCH: &str = "946684800";
 pub const BUILD_USER_HOST: &str = "kgym";
 
 /// Variables from the caller's environment that would change the build.
-const SCRUBBED_ENV: [&str; 14] = [
+const SCRUBBED_ENV: [&str; 17] = [
     "ARCH",
     "CROSS_COMPILE",
     "KCFLAGS",
@@ -33,6 +38,9 @@ const SCRUBBED_ENV: [&str; 14] = [
     "KBUILD_ABS_SRCTREE",
     "LOCALVERSION",
     "LLVM",
+    "LLVM_IAS",
+    "HOSTCFLAGS",
+    "HOSTLDFLAGS",
     "MAKEFLAGS",
     "MFLAGS",
     "MAKELEVEL",
@@ -92,13 +100,35 @@ impl MakeEnv {
         self.compiler == Compiler::Clang && self.linker != Some(Linker::Ld)
     }
 
-    /// The programs the build needs on PATH.
+    /// The programs the build needs on PATH: make and kconfig's generators,
+    /// the compiler, and the binutils the kernel's Makefile picks — with
+    /// `LLVM=1` lld and the LLVM binutils (`LD`, `AR`, `NM`, `OBJCOPY`,
+    /// `OBJDUMP`, `READELF`, `STRIP` of the top Makefile), GNU binutils
+    /// otherwise.
     pub fn required_tools(&self) -> Vec<&'static str> {
         let mut tools = vec!["make", self.compiler_name(), "flex", "bison", "bc"];
-        if self.llvm() || self.linker == Some(Linker::Lld) {
-            tools.push("ld.lld");
+        if self.llvm() {
+            tools.extend(LLVM_BINUTILS);
+        } else {
+            if self.linker == Some(Linker::Lld) {
+                tools.push("ld.lld");
+            } else {
+                tools.push("ld");
+            }
+            tools.extend(["ar", "nm", "objcopy"]);
         }
         tools
+    }
+
+    /// Fails with [`Error::MissingTool`] naming the first program of
+    /// [`required_tools`](Self::required_tools) that is not in `path` (a
+    /// `PATH`-style list), so a missing tool is reported before any work,
+    /// not as a make error minutes later.
+    pub fn check_tools_in(&self, path: &OsStr) -> Result<()> {
+        match self.required_tools().into_iter().find(|t| find_tool_in(t, path).is_none()) {
+            Some(tool) => Err(Error::MissingTool { tool: tool.to_owned() }),
+            None => Ok(()),
+        }
     }
 
     /// Compiler flags that make objects independent of where the tree is.
@@ -286,7 +316,7 @@ mod tests {
         assert!(envs.contains(&("CCACHE_BASEDIR", "/d/trees/k".to_owned())));
         assert!(envs.contains(&("CCACHE_DIR", "/cc".to_owned())));
         assert!(envs.contains(&("KBUILD_BUILD_TIMESTAMP", BUILD_TIMESTAMP.to_owned())));
-        assert_eq!(e.required_tools(), ["make", "gcc", "flex", "bison", "bc"]);
+        assert_eq!(e.required_tools(), ["make", "gcc", "flex", "bison", "bc", "ld", "ar", "nm", "objcopy"]);
     }
 
     #[test]
@@ -294,12 +324,45 @@ mod tests {
         let e = env(Compiler::Clang, None, false);
         let args = e.args(&[]);
         assert!(args.contains(&"LLVM=1".to_owned()) && args.contains(&"CC=clang".to_owned()));
-        assert!(e.required_tools().contains(&"ld.lld"));
+        let tools = e.required_tools();
+        assert_eq!(tools[..2], ["make", "clang"]);
+        for t in ["ld.lld", "llvm-ar", "llvm-nm", "llvm-objcopy", "llvm-objdump", "llvm-readelf", "llvm-strip"] {
+            assert!(tools.contains(&t), "{t} missing from {tools:?}");
+        }
+        assert!(!tools.contains(&"ld") && !tools.contains(&"objcopy"), "{tools:?}");
         assert!(!e.envs().iter().any(|(k, _)| k.starts_with("CCACHE")));
+        // ccache in front of clang, for the kernel and the host programs.
+        let args = env(Compiler::Clang, Some(Linker::Lld), true).args(&[]);
+        assert!(args.contains(&"CC=/usr/bin/ccache clang".to_owned()), "{args:?}");
+        assert!(args.contains(&"HOSTCC=/usr/bin/ccache clang".to_owned()) && args.contains(&"LLVM=1".to_owned()));
+        // clang with GNU ld: no LLVM=1, GNU binutils.
         let e = env(Compiler::Clang, Some(Linker::Ld), false);
         assert!(!e.args(&[]).contains(&"LLVM=1".to_owned()));
+        assert!(e.required_tools().contains(&"ld") && !e.required_tools().contains(&"llvm-ar"));
         let e = env(Compiler::Gcc, Some(Linker::Lld), false);
         assert!(e.args(&[]).contains(&"LD=ld.lld".to_owned()));
+        assert!(e.required_tools().contains(&"ld.lld") && !e.required_tools().contains(&"ld"));
+    }
+
+    #[test]
+    fn a_missing_llvm_tool_is_named_up_front() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let e = env(Compiler::Clang, Some(Linker::Lld), false);
+        for tool in e.required_tools().into_iter().filter(|t| *t != "llvm-objcopy") {
+            let p = dir.path().join(tool);
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let err = e.check_tools_in(dir.path().as_os_str()).unwrap_err();
+        assert!(matches!(&err, Error::MissingTool { tool } if tool == "llvm-objcopy"), "{err:?}");
+        assert_eq!(err.to_string(), "find `llvm-objcopy` on PATH (install it, e.g. with .ci/run)");
+        std::fs::copy(dir.path().join("clang"), dir.path().join("llvm-objcopy")).unwrap();
+        e.check_tools_in(dir.path().as_os_str()).unwrap();
+        // A gcc build needs gcc and GNU binutils, none of which are here.
+        let gcc = env(Compiler::Gcc, None, false);
+        let err = gcc.check_tools_in(dir.path().as_os_str()).unwrap_err();
+        assert!(matches!(&err, Error::MissingTool { tool } if tool == "gcc"), "{err:?}");
     }
 
     #[test]

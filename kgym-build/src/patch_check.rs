@@ -2,7 +2,8 @@
 //! candidate patch — apply it, rebuild only the objects it touches
 //! (`make kernel/sys.o`; objects including a touched header are found in
 //! kbuild's `.cmd` dependency files), compare per-function instruction
-//! counts before/after from `objdump -d`, then revert.
+//! counts before/after from `objdump -d` (GNU's, or `llvm-objdump` on a
+//! machine with only the LLVM toolchain), then revert.
 //!
 //! The tree is left exactly as it was: the original objects (and their
 //! `.cmd` files) are moved aside before the rebuild and moved back after
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::log::BuildLog;
 use crate::make::{MakeEnv, first_error};
 use crate::patch;
-use crate::process::{self, Limits};
+use crate::process::{self, Limits, find_tool};
 use crate::warm_tree::{Busy, WarmTree};
 
 /// One function's code as objdump shows it.
@@ -91,13 +92,15 @@ fn function_header(line: &str) -> Option<&str> {
 }
 
 /// Drops absolute addresses in front of `<symbol+off>` (they move when an
-/// earlier function in the section changes size).
+/// earlier function in the section changes size): `cd8 <f+0x1e>` in GNU
+/// objdump's output, `0xcd8 <f+0x1e>` in llvm-objdump's.
 fn normalize(insn: &str) -> String {
     let words: Vec<&str> = insn.split_whitespace().collect();
     let mut out: Vec<&str> = Vec::with_capacity(words.len());
     for (i, w) in words.iter().enumerate() {
         let next_is_sym = words.get(i + 1).is_some_and(|n| n.starts_with('<'));
-        let is_addr = w.bytes().all(|b| b.is_ascii_hexdigit() || b == b',') && !w.is_empty();
+        let digits = w.strip_prefix("0x").unwrap_or(w);
+        let is_addr = digits.bytes().all(|b| b.is_ascii_hexdigit() || b == b',') && !digits.is_empty();
         if next_is_sym && is_addr {
             continue;
         }
@@ -129,8 +132,24 @@ pub(crate) fn diff_functions(
         .collect()
 }
 
-async fn objdump(out: &Path, object: &str, limits: &Limits) -> Result<BTreeMap<String, FunctionCode>> {
-    let mut cmd = Command::new("objdump");
+/// The disassembler of patch checks: GNU `objdump`, else `llvm-objdump`
+/// (both read x86 ELF objects of gcc and clang, and print the format
+/// [`parse_objdump`] reads).
+pub(crate) fn disassembler() -> Result<PathBuf> {
+    find_tool("objdump")
+        .or_else(|| find_tool("llvm-objdump"))
+        .ok_or_else(|| Error::MissingTool { tool: "objdump".to_owned() })
+}
+
+/// The functions of `object` (relative to `out`) as `disassembler` shows
+/// them.
+async fn objdump(
+    disassembler: &Path,
+    out: &Path,
+    object: &str,
+    limits: &Limits,
+) -> Result<BTreeMap<String, FunctionCode>> {
+    let mut cmd = Command::new(disassembler);
     cmd.args(["-d", "-r", "--no-show-raw-insn"]).arg(object).current_dir(out);
     let done = process::run(cmd, &format!("objdump {object}"), None, limits, None).await?;
     if !done.status.success() {
@@ -240,9 +259,10 @@ pub(crate) async fn check_one(
         let (s, o, f) = (src.clone(), out.clone(), files.clone());
         run_blocking("plan patch check", move || Ok(plan(&s, &o, &f))).await?
     };
+    let disassembler = disassembler()?;
     let mut before = BTreeMap::new();
     for obj in &plan.objects {
-        before.insert(obj.clone(), objdump(&out, obj, limits).await?);
+        before.insert(obj.clone(), objdump(&disassembler, &out, obj, limits).await?);
     }
     let mtimes: Vec<(PathBuf, SystemTime)> = files
         .iter()
@@ -293,7 +313,7 @@ pub(crate) async fn check_one(
             Some(Ok(done)) if done.status.success() => {
                 verdict.compiles = true;
                 for obj in &plan.objects {
-                    let after = objdump(&out, obj, limits).await?;
+                    let after = objdump(&disassembler, &out, obj, limits).await?;
                     let empty = BTreeMap::new();
                     verdict.functions.extend(diff_functions(obj, before.get(obj).unwrap_or(&empty), &after));
                 }
@@ -394,6 +414,80 @@ Disassembly of section .init.text:
         fewer.remove("g");
         let c = diff_functions("o", &m, &fewer);
         assert_eq!((c[0].before, c[0].after), (Some(2), None));
+    }
+
+    /// The same functions as [`DUMP`], as llvm-objdump prints them.
+    const LLVM_DUMP: &str = "
+kernel/sys.o:\tfile format elf64-x86-64
+
+Disassembly of section .text:
+
+0000000000000000 <f>:
+       0:      \tcallq\t0x5 <f+0x5>
+\t\t0000000000000001:  R_X86_64_PLT32\t__fentry__-0x4
+       5:      \tmovl\t$1, %eax
+       a:      \tretq
+
+000000000000000b <g>:
+       b:      \tjmp\t0x10 <g+0x5>
+      10:      \tretq
+";
+
+    #[test]
+    fn reads_llvm_objdump_output_too() {
+        let m = parse_objdump(LLVM_DUMP);
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["f", "g"]);
+        assert_eq!((m["f"].instructions, m["g"].instructions), (3, 2));
+        let shifted =
+            LLVM_DUMP.replace("       a:      \tretq\n", "       a:      \tnop\n       b:      \tretq\n").replace(
+                "000000000000000b <g>:\n       b:      \tjmp\t0x10 <g+0x5>\n      10:",
+                "000000000000000c <g>:\n       c:      \tjmp\t0x11 <g+0x5>\n      11:",
+            );
+        let after = parse_objdump(&shifted);
+        assert_eq!(after["g"], m["g"], "a moved function is not a changed one");
+        let changes = diff_functions("kernel/sys.o", &m, &after);
+        assert_eq!(changes.len(), 1);
+        assert_eq!((changes[0].function.as_str(), changes[0].before, changes[0].after), ("f", Some(3), Some(4)));
+    }
+
+    /// Compiles `source` with `cc` into `dir/name.o`.
+    fn compile(cc: &str, dir: &Path, name: &str, source: &str) -> PathBuf {
+        let (c, o) = (dir.join(format!("{name}.c")), dir.join(format!("{name}.o")));
+        std::fs::write(&c, source).unwrap();
+        let st = std::process::Command::new(cc).args(["-O2", "-c", "-o"]).arg(&o).arg(&c).status().unwrap();
+        assert!(st.success(), "{cc} failed");
+        o
+    }
+
+    #[tokio::test]
+    async fn both_disassemblers_agree_on_clang_and_gcc_objects() {
+        let tools = ["clang", "gcc", "objdump", "llvm-objdump"];
+        if let Some(missing) = tools.iter().find(|t| find_tool(t).is_none()) {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(!ci, "required for this test in CI: {missing} (run .ci/run)");
+            eprintln!("SKIPPED (not in CI): {missing} is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits::new(std::time::Duration::from_secs(60), Default::default());
+        // g calls f (a relocation) and follows it: f growing moves g.
+        let g = "int g(int x) { return f(x) + 1; }\n";
+        let base = format!("int k;\n__attribute__((noinline)) int f(int x) {{ return x * 3 + k; }}\n{g}");
+        let grown = format!("int k;\n__attribute__((noinline)) int f(int x) {{ k = x; return x * 3 + k / 7; }}\n{g}");
+        for cc in ["clang", "gcc"] {
+            let mut dumps = Vec::new();
+            for dis in ["objdump", "llvm-objdump"] {
+                let dis = find_tool(dis).unwrap();
+                let before = compile(cc, dir.path(), "before", &base);
+                let after = compile(cc, dir.path(), "after", &grown);
+                let b = objdump(&dis, dir.path(), before.to_str().unwrap(), &limits).await.unwrap();
+                let a = objdump(&dis, dir.path(), after.to_str().unwrap(), &limits).await.unwrap();
+                let changed: Vec<String> = diff_functions("o", &b, &a).into_iter().map(|c| c.function).collect();
+                assert_eq!(changed, ["f"], "{cc} objects, {}: only f changed", dis.display());
+                dumps.push(b.iter().map(|(name, code)| (name.clone(), code.instructions)).collect::<Vec<_>>());
+            }
+            assert_eq!(dumps[0], dumps[1], "{cc} objects: objdump and llvm-objdump count differently");
+        }
     }
 
     #[test]

@@ -277,9 +277,7 @@ async fn prepare(s: &Settings, req: &BuildArgs, ctx: &BuildContext, log: &BuildL
         make_args: req.make_args.clone(),
         seed_script: Some(s.seed_script.clone()),
     };
-    for tool in make.required_tools() {
-        require_tool(tool)?;
-    }
+    make.check_tools_in(&std::env::var_os("PATH").unwrap_or_default())?;
     if req.patch.is_some() {
         require_tool("git")?;
     }
@@ -443,7 +441,7 @@ pub(crate) async fn check_patches(
     }
     let span = tracing::info_span!("kgym_patch_check", source = %describe_source(base), patches = patches.len());
     async {
-        require_tool("objdump")?;
+        patch_check::disassembler()?;
         require_tool("git")?;
         tokio::fs::create_dir_all(&ctx.out_dir).await.map_err(|e| Error::io(&ctx.out_dir, e))?;
         let log = BuildLog::create(&ctx.out_dir.join("patch-check.log"), ctx.logs.clone())?;

@@ -27,8 +27,12 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Finds `name` on `PATH`.
 pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
+    find_tool_in(name, &std::env::var_os("PATH")?)
+}
+
+/// Finds `name` in `path`, a `PATH`-style list of directories.
+pub(crate) fn find_tool_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// Finds `name` on `PATH` or fails with [`Error::MissingTool`].

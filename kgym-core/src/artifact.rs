@@ -89,6 +89,9 @@ pub fn stage_prefix(job: JobId, stage: StageIndex, kind: &StageKind) -> String {
     format!("jobs/{job}/{stage}_{kind}")
 }
 
+/// ASCII characters refused in keys (see [`validate_relative`]).
+const RESERVED_KEY_CHARS: &str = "%#?*|<>[]{}^~\"`";
+
 fn validate_relative(key: &str, what: &'static str) -> std::result::Result<(), &'static str> {
     if key.is_empty() {
         return Err(if what == "name" { "empty name" } else { "empty key" });
@@ -101,6 +104,12 @@ fn validate_relative(key: &str, what: &'static str) -> std::result::Result<(), &
     }
     if key.chars().any(|c| c == '\\' || c.is_control()) {
         return Err("backslash or control character");
+    }
+    // Object stores percent-encode these (and every non-ASCII character)
+    // in object names, so such a key would be listed back under another
+    // spelling and its local file would not be where `local_path` says.
+    if key.chars().any(|c| !c.is_ascii() || RESERVED_KEY_CHARS.contains(c)) {
+        return Err("non-ASCII or reserved character (one of % # ? * | < > [ ] { } ^ ~ \" `)");
     }
     for seg in key.split('/') {
         match seg {
@@ -156,10 +165,17 @@ impl ArtifactStore {
     /// (`GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`, ...).
     #[cfg(feature = "gcp")]
     pub fn gcs(bucket: &str) -> Result<Self> {
-        let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(|source| Error::Artifact { key: format!("gs://{bucket}"), source })?;
+        Self::gcs_with(object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket))
+    }
+
+    /// A GCS bucket configured by `builder` (bucket name, credentials, and
+    /// e.g. `with_base_url` or a service-account key with `gcs_base_url` to
+    /// reach an emulator), without reading the environment.
+    #[cfg(feature = "gcp")]
+    pub fn gcs_with(builder: object_store::gcp::GoogleCloudStorageBuilder) -> Result<Self> {
+        use object_store::gcp::GoogleConfigKey;
+        let bucket = builder.get_config_value(&GoogleConfigKey::Bucket).unwrap_or_default();
+        let store = builder.build().map_err(|source| Error::Artifact { key: format!("gs://{bucket}"), source })?;
         Ok(Self::from_object_store(Arc::new(store)))
     }
 
@@ -295,6 +311,18 @@ mod tests {
         let nested = ArtifactKey::for_stage(JobId::new(1), StageIndex(2), &kind, "incidents/0/log").unwrap();
         assert_eq!(nested.as_str(), "jobs/00000001/2_build/incidents/0/log");
         assert_eq!(nested.file_name(), "log");
+    }
+
+    #[test]
+    fn keys_that_object_stores_would_respell_are_refused() {
+        for bad in ["a/ü.log", "a/b%20c", "a/b#c", "a/b?c", "a/[x]", "a/b~"] {
+            let err = ArtifactKey::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("reserved character"), "{bad:?}: {err}");
+        }
+        // What stays verbatim in GCS, S3 and on disk is accepted.
+        let ok = "jobs/00000001/1_reproduce/incidents/0-0/a b+c=d,e;f@g!h$i'j(k)l&m:n.log";
+        let key = ArtifactKey::parse(ok).unwrap();
+        assert_eq!(key.store_path().as_ref(), ok);
     }
 
     async fn round_trip(store: ArtifactStore) {

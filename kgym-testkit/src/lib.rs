@@ -10,6 +10,8 @@
 //!   Every test binary shares it (cross-process file locks); patched
 //!   variants ([`test_kernel_with_patch`]) are built on the same warm tree
 //!   and cached by the patch's hash.
+//! - [`fake_gcs`]: an in-process fake of GCS's XML API for `object_store`'s
+//!   GCS client (real GCS is not reachable from tests).
 //!
 //! ```no_run
 //! # async fn t() {
@@ -21,13 +23,15 @@
 //! # }
 //! ```
 
+pub mod fake_gcs;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kgym_build::{BuildArgs, BuildContext, FileLock, KernelBuilder, LocalBuilder, LocalBuilderConfig};
 use kgym_core::LogSink;
-use kgym_core::stage::build::{BaseConfig, KernelConfig, KernelSource};
+use kgym_core::stage::build::{Arch, BaseConfig, Compiler, KernelConfig, KernelSource, Linker};
 use sha2::{Digest, Sha256};
 
 /// Debian's kernel source tarball (package `linux-source-6.1`).
@@ -35,6 +39,10 @@ pub const KERNEL_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 
 /// The config fragment of the test kernel (applied on `tinyconfig`).
 pub const TEST_KERNEL_FRAGMENT: &str = include_str!("../config/test-kernel.frag");
+
+/// The config fragment of the minimal kernels ([`minimal_kernel`]): serial
+/// console, initramfs, proc/sys/devtmpfs, sysrq; no KASAN, no debug info.
+pub const MINIMAL_BOOT_FRAGMENT: &str = include_str!("../config/minimal-boot.frag");
 
 /// Programs a kernel build needs.
 const BUILD_TOOLS: [&str; 7] = ["make", "gcc", "flex", "bison", "bc", "git", "tar"];
@@ -222,6 +230,39 @@ pub async fn test_kernel() -> KernelFiles {
 pub async fn test_kernel_with_patch(patch: &str) -> KernelFiles {
     let args = test_kernel_args().with_patch(patch);
     cached_build(args, &format!("the test kernel with patch {}", short_hash(patch))).await
+}
+
+/// The build request of a minimal kernel for `arch` built by `compiler`
+/// (clang builds use `LLVM=1`, i.e. lld and the LLVM binutils).
+pub fn minimal_kernel_args(arch: Arch, compiler: Compiler) -> BuildArgs {
+    let mut args = BuildArgs::new(
+        KernelSource::tarball(KERNEL_TARBALL),
+        KernelConfig::Base { base: BaseConfig::Tinyconfig, fragments: vec![MINIMAL_BOOT_FRAGMENT.to_owned()] },
+    );
+    args.arch = arch;
+    args.compiler = compiler;
+    if compiler == Compiler::Clang {
+        args.linker = Some(Linker::Lld);
+    }
+    args
+}
+
+/// The programs a clang `LLVM=1` kernel build runs besides make and kconfig's.
+pub const LLVM_TOOLS: [&str; 8] =
+    ["clang", "ld.lld", "llvm-ar", "llvm-nm", "llvm-objcopy", "llvm-objdump", "llvm-readelf", "llvm-strip"];
+
+/// Whether a clang (`LLVM=1`) kernel can be built here: the kernel source,
+/// the build tools and [`LLVM_TOOLS`]. When not, prints why (and panics in
+/// CI).
+pub fn clang_toolchain_available() -> bool {
+    test_kernel_available() && LLVM_TOOLS.iter().all(|t| require_tool(t).is_some())
+}
+
+/// A minimal kernel (see [`minimal_kernel_args`]) built once per checkout
+/// and cached like the test kernel. Clang builds need `clang`, `ld.lld` and
+/// the LLVM binutils: check [`require_tool`] first.
+pub async fn minimal_kernel(arch: Arch, compiler: Compiler) -> KernelFiles {
+    cached_build(minimal_kernel_args(arch, compiler), &format!("a minimal {arch:?} kernel built by {compiler:?}")).await
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kgym_core::stage::build::Arch;
+
 /// What went wrong in `kgym-vm`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -110,6 +112,22 @@ pub enum Error {
     Initramfs {
         /// What is wrong.
         reason: String,
+    },
+    /// A binary meant for the guest (busybox, the reproducer) is built for
+    /// another architecture than the guest's, or is no executable at all:
+    /// the guest could not run it.
+    #[error("put {what} in an {} guest: {} is {found}; {need}", guest.as_str(), path.display())]
+    GuestBinaryArch {
+        /// What the binary is for (`busybox`, `the C reproducer`).
+        what: String,
+        /// The binary.
+        path: PathBuf,
+        /// What it is (`an x86_64 binary`, `not an ELF executable`).
+        found: String,
+        /// The guest's architecture.
+        guest: Arch,
+        /// What the guest needs instead, and how to get it.
+        need: String,
     },
     /// An artifact could not be read or stored.
     #[error("move artifact {key}")]

@@ -1,6 +1,7 @@
-//! The generated initramfs: the host's static busybox, an `/init` script
-//! that mounts `/proc`, `/sys`, `/dev`, prints [`USERSPACE_MARKER`] and runs
-//! the reproducer in a loop, and the reproducer's files.
+//! The generated initramfs: a static busybox for the guest's architecture
+//! ([`find_busybox_for`]), an `/init` script that mounts `/proc`, `/sys`,
+//! `/dev`, prints [`USERSPACE_MARKER`] and runs the reproducer in a loop,
+//! and the reproducer's files.
 //!
 //! The archive is written directly in the kernel's `newc` cpio format (no
 //! root rights needed for device nodes, no `cpio` binary), uncompressed: the
@@ -8,6 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+use kgym_core::stage::build::Arch;
+
+use crate::elf::ElfInfo;
 use crate::error::{Error, Result};
 
 /// Printed by init once `/proc`, `/sys` and `/dev` are up: the boot reached
@@ -21,45 +25,105 @@ pub const EXECUTING_MARKER: &str = "executing program";
 /// Where `/init` finds the reproducer's files in the initramfs.
 pub const GUEST_DIR: &str = "/kgym";
 
-/// Paths searched for a static busybox when none is configured.
+/// Paths searched for a static busybox for an x86_64 guest when none is
+/// configured (Debian's `busybox-static` on an amd64 host).
 pub const BUSYBOX_CANDIDATES: &[&str] = &["/bin/busybox", "/usr/bin/busybox", "/usr/sbin/busybox"];
 
-/// A static busybox for the guest: `explicit` when given, else the host's
-/// (it must be statically linked: the initramfs has no libc).
-pub fn find_busybox(explicit: Option<&Path>) -> Result<PathBuf> {
-    let path = match explicit {
-        Some(p) => p.to_owned(),
-        None => {
-            BUSYBOX_CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| Error::ToolMissing {
-                tool: "busybox".into(),
-                hint: "install busybox-static (apt-get install busybox-static)".into(),
-            })?
-        }
+/// Where `scripts/setup.sh` installs a static 32-bit busybox (Debian's
+/// `busybox-static:i386`) for i386 guests: the host's busybox is 64-bit,
+/// and a 32-bit kernel cannot execute it.
+pub const BUSYBOX_I386: &str = "/opt/kgym/busybox-i386/bin/busybox";
+
+/// The paths searched, in order, for the busybox of an `arch` guest: for
+/// x86_64 [`BUSYBOX_CANDIDATES`]; for i386 [`BUSYBOX_I386`], then
+/// [`BUSYBOX_CANDIDATES`] (a host busybox only qualifies if it is a 32-bit
+/// i386 binary, as on an i386 host).
+pub fn busybox_candidates(arch: Arch) -> Vec<PathBuf> {
+    let first = match arch {
+        Arch::X86_64 => None,
+        Arch::I386 => Some(BUSYBOX_I386),
     };
-    let head = std::fs::read(&path).map_err(Error::io(&path))?;
-    if is_dynamic_elf(&head) {
+    first.into_iter().chain(BUSYBOX_CANDIDATES.iter().copied()).map(PathBuf::from).collect()
+}
+
+/// What an `arch` guest needs as its busybox, and how to get it.
+fn busybox_need(arch: Arch) -> String {
+    match arch {
+        Arch::X86_64 => "an x86_64 guest needs a static 64-bit busybox: install busybox-static \
+                         (apt-get install busybox-static)"
+            .into(),
+        Arch::I386 => format!(
+            "an i386 guest needs a static 32-bit busybox: run scripts/setup.sh, which installs one at {BUSYBOX_I386}"
+        ),
+    }
+}
+
+/// Checks that `path` is a static busybox an `arch` guest can execute: an
+/// ELF file of the guest's class and machine ([`Error::GuestBinaryArch`]
+/// otherwise), statically linked ([`Error::ToolMissing`] otherwise).
+pub fn check_busybox(arch: Arch, path: &Path) -> Result<()> {
+    let info = ElfInfo::read(path).map_err(Error::io(path))?;
+    let wrong = |found: String| Error::GuestBinaryArch {
+        what: "busybox".into(),
+        path: path.to_owned(),
+        found,
+        guest: arch,
+        need: busybox_need(arch),
+    };
+    let info = info.ok_or_else(|| wrong("not an ELF executable".into()))?;
+    if info.arch() != Some(arch) {
+        return Err(wrong(info.describe()));
+    }
+    if info.dynamic {
         return Err(Error::ToolMissing {
             tool: "busybox".into(),
-            hint: format!("{} is dynamically linked; install busybox-static", path.display()),
+            hint: format!("{} is dynamically linked; {}", path.display(), busybox_need(arch)),
         });
     }
-    Ok(path)
+    Ok(())
+}
+
+/// A static busybox for an x86_64 guest: `explicit` when given, else the
+/// host's. Same as [`find_busybox_for`]`(Arch::X86_64, explicit)`.
+pub fn find_busybox(explicit: Option<&Path>) -> Result<PathBuf> {
+    find_busybox_for(Arch::X86_64, explicit)
+}
+
+/// A static busybox for an `arch` guest: `explicit` when given (checked
+/// with [`check_busybox`]), else the first of [`busybox_candidates`] that
+/// passes the check. When none does, [`Error::ToolMissing`] says what each
+/// candidate found is and where to get the right one.
+pub fn find_busybox_for(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+    match explicit {
+        Some(p) => check_busybox(arch, p).map(|()| p.to_owned()),
+        None => find_in(arch, &busybox_candidates(arch)),
+    }
+}
+
+fn find_in(arch: Arch, candidates: &[PathBuf]) -> Result<PathBuf> {
+    let mut passed_over = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    // /bin and /usr/bin are often one directory: look at each file once.
+    for path in
+        candidates.iter().filter(|p| p.is_file() && seen.insert(p.canonicalize().unwrap_or_else(|_| (*p).clone())))
+    {
+        match check_busybox(arch, path) {
+            Ok(()) => return Ok(path.clone()),
+            Err(Error::GuestBinaryArch { found, .. }) => passed_over.push(format!("{} is {found}", path.display())),
+            Err(Error::ToolMissing { .. }) => passed_over.push(format!("{} is dynamically linked", path.display())),
+            Err(e) => passed_over.push(e.to_string()),
+        }
+    }
+    let mut hint = busybox_need(arch);
+    if !passed_over.is_empty() {
+        hint = format!("{hint} ({})", passed_over.join("; "));
+    }
+    Err(Error::ToolMissing { tool: format!("busybox for {} guests", arch.as_str()), hint })
 }
 
 /// `true` when `elf` has a `PT_INTERP` program header (a dynamic executable).
 pub(crate) fn is_dynamic_elf(elf: &[u8]) -> bool {
-    if elf.len() < 64 || &elf[..4] != b"\x7fELF" {
-        return false;
-    }
-    let is64 = elf[4] == 2;
-    let rd16 = |o: usize| elf.get(o..o + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let rd32 = |o: usize| elf.get(o..o + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-    let rd64 = |o: usize| {
-        elf.get(o..o + 8).map_or(0, |b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize)
-    };
-    let (phoff, phentsize, phnum) =
-        if is64 { (rd64(0x20), rd16(0x36), rd16(0x38)) } else { (rd32(0x1c), rd16(0x2a), rd16(0x2c)) };
-    (0..phnum).any(|i| rd32(phoff + i * phentsize) == 3)
+    crate::elf::is_dynamic(elf)
 }
 
 /// A `newc` cpio archive under construction.
@@ -297,5 +361,80 @@ mod tests {
         if let Ok(bb) = find_busybox(None) {
             assert!(!is_dynamic_elf(&std::fs::read(bb).unwrap()));
         }
+    }
+
+    fn write_fake(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn busybox_must_match_the_guest_arch() {
+        use crate::elf::{EM_386, EM_X86_64, fake::elf};
+        let dir = tempfile::tempdir().unwrap();
+        let x64 = write_fake(dir.path(), "bb64", &elf(true, EM_X86_64, false));
+        let i386 = write_fake(dir.path(), "bb32", &elf(false, EM_386, false));
+        let i386_dyn = write_fake(dir.path(), "bb32-dyn", &elf(false, EM_386, true));
+        let script = write_fake(dir.path(), "bb.sh", b"#!/bin/sh\n");
+        check_busybox(Arch::X86_64, &x64).unwrap();
+        check_busybox(Arch::I386, &i386).unwrap();
+        let err = check_busybox(Arch::I386, &x64).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(&err, Error::GuestBinaryArch { guest: Arch::I386, path, .. } if *path == x64), "{err:?}");
+        assert_eq!(
+            msg,
+            format!(
+                "put busybox in an i386 guest: {} is an x86_64 binary; an i386 guest needs a static 32-bit \
+                 busybox: run scripts/setup.sh, which installs one at /opt/kgym/busybox-i386/bin/busybox",
+                x64.display()
+            )
+        );
+        let err = check_busybox(Arch::X86_64, &i386).unwrap_err();
+        assert!(err.to_string().contains("is an i386 binary; an x86_64 guest needs"), "{err}");
+        let err = check_busybox(Arch::I386, &script).unwrap_err();
+        assert!(matches!(&err, Error::GuestBinaryArch { found, .. } if found == "not an ELF executable"), "{err:?}");
+        let err = check_busybox(Arch::I386, &i386_dyn).unwrap_err();
+        assert!(matches!(&err, Error::ToolMissing { hint, .. } if hint.contains("dynamically linked")), "{err:?}");
+        // An explicit busybox is checked, never replaced by a candidate.
+        assert!(matches!(find_busybox_for(Arch::I386, Some(&x64)), Err(Error::GuestBinaryArch { .. })));
+        assert_eq!(find_busybox_for(Arch::I386, Some(&i386)).unwrap(), i386);
+    }
+
+    #[test]
+    fn lookup_takes_the_first_candidate_of_the_guest_arch() {
+        use crate::elf::{EM_386, EM_X86_64, fake::elf};
+        let dir = tempfile::tempdir().unwrap();
+        let x64 = write_fake(dir.path(), "bb64", &elf(true, EM_X86_64, false));
+        let i386 = write_fake(dir.path(), "bb32", &elf(false, EM_386, false));
+        let i386_dyn = write_fake(dir.path(), "bb32-dyn", &elf(false, EM_386, true));
+        let missing = dir.path().join("missing");
+        let all = [missing.clone(), i386_dyn.clone(), x64.clone(), i386.clone()];
+        assert_eq!(find_in(Arch::I386, &all).unwrap(), i386);
+        assert_eq!(find_in(Arch::X86_64, &all).unwrap(), x64);
+        // Only a 64-bit one for an i386 guest: say what was found and what is needed.
+        let err = find_in(Arch::I386, &[missing, x64.clone(), i386_dyn.clone()]).unwrap_err();
+        let Error::ToolMissing { tool, hint } = &err else { panic!("{err:?}") };
+        assert_eq!(tool, "busybox for i386 guests");
+        assert!(hint.starts_with("an i386 guest needs a static 32-bit busybox: run scripts/setup.sh"), "{hint}");
+        assert!(hint.contains(&format!("{} is an x86_64 binary", x64.display())), "{hint}");
+        assert!(hint.contains(&format!("{} is dynamically linked", i386_dyn.display())), "{hint}");
+        // The i386 search order: the setup script's busybox first, then the host's.
+        let c = busybox_candidates(Arch::I386);
+        assert_eq!(c[0], Path::new(BUSYBOX_I386));
+        assert_eq!(c[1..], busybox_candidates(Arch::X86_64)[..]);
+    }
+
+    #[test]
+    fn the_installed_busyboxes_are_found_per_arch() {
+        if kgym_testkit::require_tool("busybox").is_some() {
+            let bb = find_busybox_for(Arch::X86_64, None).unwrap();
+            assert_eq!(ElfInfo::read(&bb).unwrap().and_then(|i| i.arch()), Some(Arch::X86_64));
+        }
+        if !Path::new(BUSYBOX_I386).is_file() {
+            kgym_testkit::skip_or_fail(&format!("{BUSYBOX_I386} is missing (run scripts/setup.sh)"));
+            return;
+        }
+        assert_eq!(find_busybox_for(Arch::I386, None).unwrap(), Path::new(BUSYBOX_I386));
     }
 }

@@ -10,7 +10,8 @@
 //! - [`ReproduceWorker`]: any `VmRunner` as the `reproduce` stage of a job.
 //! - Building blocks, one job each: [`accel`] (KVM probe), [`cmdline`]
 //!   (syzkaller's crash-finding kernel parameters), [`initramfs`] (busybox +
-//!   init, newc cpio), [`ssh`] (disk images and, later, cloud VMs), [`repro`]
+//!   init, newc cpio), [`elf`] and [`bzimage`] (which architecture a guest
+//!   binary or a kernel is for), [`ssh`] (disk images and, later, cloud VMs), [`repro`]
 //!   (C compilation, syzkaller programs), [`outcome`] (ranking, image
 //!   ability), [`symbolize`] (`file:line` from vmlinux), [`report`] (the
 //!   crash report parser, re-exported from `kgym-report`).
@@ -60,7 +61,9 @@
 //! ```
 
 pub mod accel;
+pub mod bzimage;
 pub mod cmdline;
+pub mod elf;
 mod error;
 pub mod initramfs;
 pub mod outcome;

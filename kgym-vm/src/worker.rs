@@ -126,7 +126,10 @@ impl Worker for ReproduceWorker {
                     Some(v) => Some(fetch(&ctx, v, dir.path(), "vmlinux").await?),
                     None => None,
                 };
-                (k, v, Arch::X86_64, None)
+                // Given files say nothing about their arch but the
+                // bzImage's boot header does.
+                let arch = crate::bzimage::detect_arch(&k).ok().flatten().unwrap_or(Arch::X86_64);
+                (k, v, arch, None)
             }
         };
         ctx.check_cancelled()?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kgym_core::LogSink;
 use kgym_core::MachineSpec;
+use kgym_core::stage::build::Arch;
 use kgym_core::stage::reproduce::{CrashKind, ImageAbility, Reproducer, ReproducerKind, StopPolicy};
 use kgym_vm::accel::AccelMode;
 use kgym_vm::outcome::BootRecord;
@@ -25,6 +26,10 @@ pub struct Args {
     /// The matching vmlinux, for symbolized reports.
     #[arg(long)]
     pub vmlinux: Option<PathBuf>,
+    /// The kernel's architecture: x86_64 (amd64) or i386 (386). Default:
+    /// read from the bzImage's boot header (x86_64 when it does not say).
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<Arch>,
     /// The reproducer: a C program (`.c`) or a syzkaller program (`.syz`,
     /// `.log`, `.txt`); see --kind.
     #[arg(long)]
@@ -72,6 +77,20 @@ pub struct Args {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     kgym_core::duration::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    match s {
+        "x86_64" | "amd64" => Ok(Arch::X86_64),
+        "i386" | "386" => Ok(Arch::I386),
+        _ => Err(format!("{s:?}: expected x86_64 (amd64) or i386 (386)")),
+    }
+}
+
+/// `--arch`, else what the bzImage's boot header says, else x86_64 (an
+/// unreadable kernel is reported by the run itself).
+fn kernel_arch(kernel: &Path, explicit: Option<Arch>) -> Arch {
+    explicit.or_else(|| kgym_vm::bzimage::detect_arch(kernel).ok().flatten()).unwrap_or(Arch::X86_64)
 }
 
 fn parse_policy(s: &str) -> Result<StopPolicy, String> {
@@ -221,7 +240,9 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
         builder = builder.syzkaller_dir(dir);
     }
     let runner = builder.build()?;
+    let arch = kernel_arch(&args.kernel, args.arch);
     let mut req = RunRequest::new(&args.kernel, reproducer)
+        .arch(arch)
         .instances(args.instances)
         .budget(args.budget)
         .machine(args.machine)
@@ -289,5 +310,24 @@ mod tests {
         assert!(reproducer_kind(Path::new("a.bin"), None).is_err());
         assert_eq!(parse_policy("all_instances").unwrap(), StopPolicy::AllInstances);
         assert!(parse_policy("never").is_err());
+        assert_eq!(parse_arch("386").unwrap(), Arch::I386);
+        assert_eq!(parse_arch("x86_64").unwrap(), Arch::X86_64);
+        assert!(parse_arch("arm64").is_err());
+    }
+
+    #[test]
+    fn the_arch_comes_from_the_flag_else_the_boot_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("bzImage");
+        let mut header = vec![0u8; 0x240];
+        header[0x202..0x206].copy_from_slice(b"HdrS");
+        header[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        std::fs::write(&kernel, &header).unwrap();
+        assert_eq!(kernel_arch(&kernel, None), Arch::I386, "no XLF_KERNEL_64: a 32-bit kernel");
+        assert_eq!(kernel_arch(&kernel, Some(Arch::X86_64)), Arch::X86_64);
+        header[0x236] = 1;
+        std::fs::write(&kernel, &header).unwrap();
+        assert_eq!(kernel_arch(&kernel, None), Arch::X86_64);
+        assert_eq!(kernel_arch(&dir.path().join("missing"), None), Arch::X86_64);
     }
 }

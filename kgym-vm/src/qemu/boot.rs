@@ -451,10 +451,19 @@ async fn stop_qemu(child: &mut Child, guard: &mut GroupGuard, qmp: tokio::task::
     if exited || !qmp.is_finished() {
         qmp.abort();
     } else if let Ok(Ok(q)) = qmp.await {
-        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_millis(200), q.status()).await {
-            tracing::debug!(%status, "qemu status before quit");
+        // Without QMP's out-of-band ids, qapi files every command under id
+        // 0 and a command abandoned by a timeout stays pending: a second
+        // command would then panic inside qapi ("duplicate command id").
+        // So `quit` only follows a `status` that answered; a QEMU too busy
+        // to answer in time is killed below.
+        match tokio::time::timeout(Duration::from_millis(200), q.status()).await {
+            Ok(Ok(status)) => {
+                tracing::debug!(%status, "qemu status before quit");
+                let _ = tokio::time::timeout(Duration::from_millis(300), q.quit()).await;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "qemu status failed; killing it"),
+            Err(_) => tracing::debug!("qemu did not answer a status query in 200 ms; killing it"),
         }
-        let _ = tokio::time::timeout(Duration::from_millis(300), q.quit()).await;
         // Stop reading before QEMU closes the socket under us.
         drop(q);
         let _ = tokio::time::timeout(Duration::from_millis(300), child.wait()).await;

@@ -10,6 +10,7 @@ pub mod boot;
 pub mod qmp;
 mod run;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use kgym_core::stage::build::Arch;
 
 use crate::accel::AccelMode;
 use crate::error::{Error, Result};
+use crate::initramfs;
 use crate::process;
 use crate::repro::ReproTools;
 use crate::repro::syz::{SYZKALLER_REPO, SyzkallerProvider};
@@ -34,6 +36,7 @@ pub struct QemuRunner {
     probe_timeout: Duration,
     accel_cache: Option<PathBuf>,
     busybox: Option<PathBuf>,
+    busybox_by_arch: HashMap<Arch, PathBuf>,
     tools: ReproTools,
     work_dir: PathBuf,
     timeouts: Timeouts,
@@ -42,8 +45,10 @@ pub struct QemuRunner {
 
 impl QemuRunner {
     /// A builder with the defaults: QEMU from `PATH`, accelerator from
-    /// `KGYM_ACCEL` (`auto`/`kvm`/`tcg`, default `auto`), `gcc`, the host's
-    /// static busybox, temp files under the system temp directory.
+    /// `KGYM_ACCEL` (`auto`/`kvm`/`tcg`, default `auto`), `gcc`, a static
+    /// busybox per guest architecture (the host's for x86_64,
+    /// [`initramfs::BUSYBOX_I386`] for i386), temp files under the system
+    /// temp directory.
     pub fn builder() -> QemuRunnerBuilder {
         QemuRunnerBuilder::default()
     }
@@ -58,6 +63,19 @@ impl QemuRunner {
             Some(p) => Ok(p.clone()),
             None => process::require_program(name, "install qemu-system-x86 (apt-get install qemu-system-x86)"),
         }
+    }
+
+    /// The static busybox that goes into the initramfs of an `arch` guest:
+    /// the one given for `arch`, else the one given for all, else the
+    /// default lookup ([`initramfs::find_busybox_for`]); checked against
+    /// `arch` ([`Error::GuestBinaryArch`] on a mismatch).
+    pub fn busybox(&self, arch: Arch) -> Result<PathBuf> {
+        initramfs::find_busybox_for(arch, self.configured_busybox(arch))
+    }
+
+    /// The busybox given for `arch` guests, if any.
+    pub(crate) fn configured_busybox(&self, arch: Arch) -> Option<&Path> {
+        self.busybox_by_arch.get(&arch).or(self.busybox.as_ref()).map(PathBuf::as_path)
     }
 
     /// The watchdog timeouts.
@@ -82,6 +100,7 @@ pub struct QemuRunnerBuilder {
     probe_timeout: Duration,
     accel_cache: Option<PathBuf>,
     busybox: Option<PathBuf>,
+    busybox_by_arch: HashMap<Arch, PathBuf>,
     cc: PathBuf,
     syzkaller_dir: Option<PathBuf>,
     syzkaller_repo: String,
@@ -101,6 +120,7 @@ impl Default for QemuRunnerBuilder {
             probe_timeout: Duration::from_secs(10),
             accel_cache: dirs::cache_dir().map(|d| d.join("kgym").join("accel.json")),
             busybox: None,
+            busybox_by_arch: HashMap::new(),
             cc: PathBuf::from("gcc"),
             syzkaller_dir: None,
             syzkaller_repo: SYZKALLER_REPO.to_owned(),
@@ -145,9 +165,21 @@ impl QemuRunnerBuilder {
         self
     }
 
-    /// A static busybox for the initramfs (default: the host's).
+    /// A static busybox for the initramfs of every guest architecture not
+    /// given one with [`busybox_for`](Self::busybox_for) (default: looked up
+    /// per architecture, see [`initramfs::find_busybox_for`]). It must
+    /// match the guest's architecture: a run checks it before booting.
     pub fn busybox(mut self, path: impl Into<PathBuf>) -> Self {
         self.busybox = Some(path.into());
+        self
+    }
+
+    /// A static busybox for the initramfs of `arch` guests (and their KVM
+    /// probe), e.g. a 32-bit one for [`Arch::I386`]; it wins over
+    /// [`busybox`](Self::busybox). A binary of another architecture is
+    /// [`Error::GuestBinaryArch`] when a run starts, before QEMU does.
+    pub fn busybox_for(mut self, arch: Arch, path: impl Into<PathBuf>) -> Self {
+        self.busybox_by_arch.insert(arch, path.into());
         self
     }
 
@@ -243,6 +275,7 @@ impl QemuRunnerBuilder {
             probe_timeout: self.probe_timeout,
             accel_cache: self.accel_cache,
             busybox: self.busybox,
+            busybox_by_arch: self.busybox_by_arch,
             tools: ReproTools {
                 cc,
                 syzkaller: SyzkallerProvider {
@@ -279,5 +312,23 @@ mod tests {
         let r = QemuRunner::builder().accel(AccelMode::Tcg).work_dir(std::env::temp_dir()).build().unwrap();
         assert_eq!(r.accel, AccelMode::Tcg);
         assert_eq!(r.timeouts().boot, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn busybox_per_arch_wins_over_the_common_one_and_is_checked() {
+        use crate::elf::{EM_386, EM_X86_64, fake::elf};
+        let dir = tempfile::tempdir().unwrap();
+        let (x64, i386) = (dir.path().join("bb64"), dir.path().join("bb32"));
+        std::fs::write(&x64, elf(true, EM_X86_64, false)).unwrap();
+        std::fs::write(&i386, elf(false, EM_386, false)).unwrap();
+        let both = || QemuRunner::builder().accel(AccelMode::Tcg).work_dir(dir.path()).busybox(&x64);
+        let r = both().busybox_for(Arch::I386, &i386).build().unwrap();
+        assert_eq!(r.busybox(Arch::X86_64).unwrap(), x64);
+        assert_eq!(r.busybox(Arch::I386).unwrap(), i386);
+        // The common one is used for i386 too, and rejected there.
+        let err = both().build().unwrap().busybox(Arch::I386).unwrap_err();
+        assert!(matches!(&err, Error::GuestBinaryArch { path, guest: Arch::I386, .. } if *path == x64), "{err:?}");
+        let err = QemuRunner::builder().busybox_for(Arch::X86_64, &i386).build().unwrap().busybox(Arch::X86_64);
+        assert!(matches!(err, Err(Error::GuestBinaryArch { .. })), "{err:?}");
     }
 }

@@ -14,9 +14,10 @@ use super::QemuRunner;
 use super::args::{ImageFormat, QemuArgs};
 use super::boot::{self, BootMode, BootSetup, BootSignals};
 use crate::accel::{self, ProbeSpec};
+use crate::bzimage;
 use crate::cmdline::KernelCmdline;
 use crate::error::{Error, Result};
-use crate::initramfs::{self, InitramfsSpec};
+use crate::initramfs::InitramfsSpec;
 use crate::outcome::{self, BootEnd, BootRecord, SpecialCrash};
 use crate::repro;
 use crate::runner::{RunContext, RunOutput, RunRequest, UserspaceSpec};
@@ -32,6 +33,20 @@ fn validate(req: &RunRequest) -> Result<()> {
         return bad("the budget must be positive".into());
     }
     super::check_file(&req.kernel, "kernel")?;
+    // A kernel booted as the wrong arch gets a userspace it cannot run (or
+    // does not start at all): say so instead of "kernel did not boot".
+    if let Some(arch) = bzimage::detect_arch(&req.kernel)?
+        && arch != req.arch
+    {
+        return bad(format!(
+            "{} is an {} kernel (its boot header says so) but the run is for {} guests: \
+             set the arch to {arch:?} (RunRequest::arch, `kgym reproduce --arch {}`)",
+            req.kernel.display(),
+            arch.as_str(),
+            req.arch.as_str(),
+            arch.as_str(),
+        ));
+    }
     if let Some(v) = &req.vmlinux {
         super::check_file(v, "vmlinux")?;
     }
@@ -56,25 +71,21 @@ async fn run_inner(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) -> Re
         .tempdir_in(&runner.work_dir)
         .map_err(Error::io(&runner.work_dir))?;
     let qemu = runner.qemu_program(req.arch)?;
+    // Checked before anything is compiled or booted: a busybox the guest
+    // cannot execute would only show as a boot that never reaches init.
+    let busybox = match &req.userspace {
+        UserspaceSpec::Initramfs => Some(runner.busybox(req.arch)?),
+        // Only the KVM probe needs one: a configured busybox must be right,
+        // a missing default just skips the probe.
+        UserspaceSpec::Image(_) if runner.configured_busybox(req.arch).is_some() => Some(runner.busybox(req.arch)?),
+        UserspaceSpec::Image(_) => runner.busybox(req.arch).ok(),
+    };
 
     ctx.line(format!("preparing the {:?} reproducer", req.reproducer.kind));
     let prepared = repro::prepare(&req.reproducer, req.arch, &runner.tools, work.path(), &ctx.cancel).await?;
     for note in &prepared.notes {
         ctx.line(note);
     }
-
-    let busybox = match (&req.userspace, &runner.busybox, req.arch) {
-        (_, Some(b), _) => Some(initramfs::find_busybox(Some(b))?),
-        (UserspaceSpec::Initramfs, None, kgym_core::stage::build::Arch::I386) => {
-            return Err(Error::ToolMissing {
-                tool: "busybox (i386)".into(),
-                hint: "a 32-bit kernel needs a 32-bit static busybox: set QemuRunner::builder().busybox(..)".into(),
-            });
-        }
-        (UserspaceSpec::Initramfs, None, _) => Some(initramfs::find_busybox(None)?),
-        // The KVM probe boots an initramfs too; without busybox it is skipped.
-        (UserspaceSpec::Image(_), None, _) => initramfs::find_busybox(None).ok(),
-    };
 
     let decision = match &busybox {
         Some(bb) => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kgym_core::stage::build::Arch;
 use tokio_util::sync::CancellationToken;
 
+use crate::elf::ElfInfo;
 use crate::error::{Error, Result};
 use crate::process;
 
@@ -38,7 +39,36 @@ pub async fn compile(cc: &Path, text: &str, arch: Arch, dir: &Path, cancel: &Can
         output.push_str(&String::from_utf8_lossy(&out.stdout));
         return Err(Error::ReproducerDoesNotCompile { compiler: program, status: out.status.to_string(), output });
     }
+    check_binary(arch, &output)?;
     Ok(output)
+}
+
+/// Checks that the compiler made a static binary of the guest's arch (a
+/// compiler without `-m32` support, or a cross compiler, would not).
+fn check_binary(arch: Arch, binary: &Path) -> Result<()> {
+    let info = ElfInfo::read(binary).map_err(Error::io(binary))?;
+    let problem = match info {
+        None => Some("not an ELF executable".to_owned()),
+        Some(i) if i.arch() != Some(arch) => Some(i.describe()),
+        Some(i) if i.dynamic => Some("dynamically linked".to_owned()),
+        Some(_) => None,
+    };
+    match problem {
+        None => Ok(()),
+        Some(found) => Err(Error::GuestBinaryArch {
+            what: "the C reproducer".into(),
+            path: binary.to_owned(),
+            found,
+            guest: arch,
+            need: format!(
+                "an {} guest needs a static {} binary: the compiler must honour {} (for -m32: apt-get install \
+                 gcc-multilib)",
+                arch.as_str(),
+                if arch == Arch::I386 { "32-bit" } else { "64-bit" },
+                compile_args(arch, Path::new("repro.c"), Path::new("repro"))[..].join(" "),
+            ),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -91,5 +121,35 @@ mod tests {
         let elf = std::fs::read(&bin).unwrap();
         assert_eq!(&elf[..4], b"\x7fELF");
         assert!(!crate::initramfs::is_dynamic_elf(&elf), "not static");
+    }
+
+    #[tokio::test]
+    async fn i386_programs_become_static_32_bit_binaries() {
+        let Some(gcc) = kgym_testkit::require_tool("gcc") else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let src = "#include <pthread.h>\n#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n";
+        let bin = compile(&gcc, src, Arch::I386, dir.path(), &CancellationToken::new()).await.unwrap();
+        let info = ElfInfo::read(&bin).unwrap().unwrap();
+        assert_eq!(info.arch(), Some(Arch::I386), "{info:?}");
+        assert!(!info.dynamic);
+        // It runs on this host when it has IA-32 emulation, as it will in the guest.
+        match std::process::Command::new(&bin).output() {
+            Ok(out) => assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n"),
+            Err(e) => eprintln!("this host cannot run i386 binaries ({e}); not running it"),
+        }
+    }
+
+    #[test]
+    fn a_binary_of_the_wrong_arch_is_a_typed_error() {
+        use crate::elf::{EM_X86_64, fake::elf};
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("repro");
+        std::fs::write(&bin, elf(true, EM_X86_64, false)).unwrap();
+        check_binary(Arch::X86_64, &bin).unwrap();
+        let err = check_binary(Arch::I386, &bin).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::GuestBinaryArch { guest: Arch::I386, .. }));
+        assert!(msg.contains("is an x86_64 binary; an i386 guest needs a static 32-bit binary"), "{msg}");
+        assert!(msg.contains("-m32"), "{msg}");
     }
 }
