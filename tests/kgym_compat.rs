@@ -5,8 +5,8 @@
 //! with the generated initramfs (`userspace-image-name: ""`) and the
 //! results come back with kGym's field names.
 //!
-//! The kernel repository is Debian's linux-source-6.1 committed into a git
-//! repository once per checkout (under `target/kgym-test-cache`); the build
+//! The kernel repository is Debian's linux-source-6.1 committed into a bare
+//! git repository once per checkout (under `target/kgym-test-cache`); the build
 //! shares the test kernel's ccache, so compiling is mostly cache hits.
 
 use std::io::{BufRead, BufReader};
@@ -26,40 +26,48 @@ fn run(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// A git repository holding the kernel source as one commit (made once;
-/// later runs reuse it). Returns the repository and the commit.
+/// A bare git repository holding the kernel source as one commit (made
+/// once; later runs reuse it). Returns the repository and the commit.
 fn kernel_git_repo() -> (PathBuf, String) {
-    let repo = kgym_testkit::test_cache_dir().join("git-linux-6.1");
-    let done = repo.with_extension("commit");
+    let cache = kgym_testkit::test_cache_dir();
+    let repo = cache.join("linux-6.1.git");
+    let done = cache.join("linux-6.1.git.commit");
     if let Ok(commit) = std::fs::read_to_string(&done) {
         return (repo, commit.trim().to_owned());
     }
     eprintln!("[compat] committing {DEBIAN_KERNEL_TARBALL} into {}", repo.display());
-    let staging = repo.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).unwrap();
+    let staging = cache.join("linux-6.1.git.partial");
+    let files = cache.join("linux-6.1.files.partial");
+    for dir in [&staging, &files] {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+    }
     run(
-        Command::new("tar").arg("-xf").arg(DEBIAN_KERNEL_TARBALL).arg("--strip-components=1").arg("-C").arg(&staging),
+        Command::new("tar").arg("-xf").arg(DEBIAN_KERNEL_TARBALL).arg("--strip-components=1").arg("-C").arg(&files),
         "extract the kernel tarball",
     );
     let git = |args: &[&str]| {
         let mut cmd = Command::new("git");
-        cmd.arg("-C")
+        cmd.arg("--git-dir")
             .arg(&staging)
-            .args(["-c", "user.name=kgym", "-c", "user.email=kgym@localhost", "-c", "core.compression=0"])
+            .arg("--work-tree")
+            .arg(&files)
+            // Fast zlib: the repository is written once and read by one
+            // file:// fetch, which sends the packed objects as they are.
+            .args(["-c", "user.name=kgym", "-c", "user.email=kgym@localhost", "-c", "core.compression=1"])
+            .args(["-c", "pack.compression=1", "-c", "pack.window=0"])
             .args(args)
             .env("GIT_AUTHOR_DATE", "2024-01-01T00:00:00Z")
             .env("GIT_COMMITTER_DATE", "2024-01-01T00:00:00Z");
         run(&mut cmd, &format!("git {}", args.join(" ")))
     };
-    git(&["init", "-q"]);
+    run(Command::new("git").args(["init", "-q", "--bare"]).arg(&staging), "git init --bare");
     // Debian's tarball ships the kernel's .gitignore files; commit every file anyway.
     git(&["add", "-A", "-f"]);
     git(&["commit", "-q", "-m", "linux-source-6.1"]);
-    // One uncompressed pack: a file:// fetch then streams it instead of
-    // compressing 1.2 GB of source again.
-    git(&["-c", "pack.compression=0", "-c", "pack.window=0", "repack", "-a", "-d", "-q"]);
+    git(&["repack", "-a", "-d", "-q"]);
     let commit = git(&["rev-parse", "HEAD"]);
+    std::fs::remove_dir_all(&files).unwrap();
     let _ = std::fs::remove_dir_all(&repo);
     std::fs::rename(&staging, &repo).unwrap();
     std::fs::write(&done, &commit).unwrap();
