@@ -223,13 +223,9 @@ pub fn build_args(bug: &BugRecord, opts: &ComposeOptions) -> Result<BuildArgs, C
         }
         text.push_str(frag);
     }
-    let arch = match crash.architecture.as_deref().unwrap_or("amd64") {
-        "amd64" | "x86_64" => Arch::X86_64,
-        "386" | "i386" => Arch::I386,
-        other => {
-            return Err(ComposeError::UnsupportedArch { bug: bug.id.clone(), arch: other.to_owned() });
-        }
-    };
+    let name = crash.architecture.as_deref().unwrap_or("amd64");
+    let arch = Arch::from_name(name)
+        .ok_or_else(|| ComposeError::UnsupportedArch { bug: bug.id.clone(), arch: name.to_owned() })?;
     let mut args = BuildArgs::new(source, KernelConfig::Full { text });
     args.arch = arch;
     args.compiler = opts.compiler;

@@ -76,6 +76,7 @@ pub use builder::{DEFAULT_TIMEOUT, DEFAULT_WARM_TREE_LIMIT, LocalBuilder, LocalB
 pub use error::{Error, Result};
 pub use kgym_core::stage::build::BuildArgs;
 pub use lock::FileLock;
+pub use make::LLVM_BINUTILS;
 pub use process::find_tool;
 pub use worker::{BuildWorker, PatchCheckWorker};
 

@@ -15,7 +15,7 @@ use crate::log::BuildLog;
 use crate::process::{self, Finished, Limits, find_tool_in};
 
 /// The programs `LLVM=1` makes the kernel's Makefile use besides clang.
-const LLVM_BINUTILS: [&str; 7] =
+pub const LLVM_BINUTILS: [&str; 7] =
     ["ld.lld", "llvm-ar", "llvm-nm", "llvm-objcopy", "llvm-objdump", "llvm-readelf", "llvm-strip"];
 
 /// The fixed build timestamp (any `date -d`-parsable text works; the

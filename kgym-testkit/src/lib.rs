@@ -247,15 +247,12 @@ pub fn minimal_kernel_args(arch: Arch, compiler: Compiler) -> BuildArgs {
     args
 }
 
-/// The programs a clang `LLVM=1` kernel build runs besides make and kconfig's.
-pub const LLVM_TOOLS: [&str; 8] =
-    ["clang", "ld.lld", "llvm-ar", "llvm-nm", "llvm-objcopy", "llvm-objdump", "llvm-readelf", "llvm-strip"];
-
 /// Whether a clang (`LLVM=1`) kernel can be built here: the kernel source,
-/// the build tools and [`LLVM_TOOLS`]. When not, prints why (and panics in
-/// CI).
+/// the build tools, clang and [`kgym_build::LLVM_BINUTILS`]. When not,
+/// prints why (and panics in CI).
 pub fn clang_toolchain_available() -> bool {
-    test_kernel_available() && LLVM_TOOLS.iter().all(|t| require_tool(t).is_some())
+    test_kernel_available()
+        && std::iter::once("clang").chain(kgym_build::LLVM_BINUTILS).all(|t| require_tool(t).is_some())
 }
 
 /// A minimal kernel (see [`minimal_kernel_args`]) built once per checkout

@@ -50,6 +50,12 @@ pub fn detect_arch(path: &Path) -> Result<Option<Arch>> {
     Ok(arch_from_header(&head))
 }
 
+/// The arch to boot `path` as when nobody said: what its boot header says,
+/// else x86_64 (an unreadable kernel is reported by the run itself).
+pub fn boot_arch(path: &Path) -> Arch {
+    detect_arch(path).ok().flatten().unwrap_or(Arch::X86_64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

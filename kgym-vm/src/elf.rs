@@ -86,6 +86,40 @@ impl ElfInfo {
     }
 }
 
+/// What keeps a file from running as a static program in a guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfit {
+    /// Not a (little-endian) ELF file.
+    NotElf,
+    /// An ELF binary of another architecture ([`ElfInfo::describe`]).
+    OtherArch(String),
+    /// Of the right architecture but dynamically linked.
+    Dynamic,
+}
+
+impl Unfit {
+    /// As error messages say it: `not an ELF executable`, `an x86_64
+    /// binary`, `dynamically linked`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::NotElf => "not an ELF executable".into(),
+            Self::OtherArch(what) => what.clone(),
+            Self::Dynamic => "dynamically linked".into(),
+        }
+    }
+}
+
+/// Why `path` cannot run as a static program in an `arch` guest (its
+/// architecture is checked first); `None` when it can.
+pub fn unfit_for(path: &Path, arch: Arch) -> std::io::Result<Option<Unfit>> {
+    Ok(match ElfInfo::read(path)? {
+        None => Some(Unfit::NotElf),
+        Some(i) if i.arch() != Some(arch) => Some(Unfit::OtherArch(i.describe())),
+        Some(i) if i.dynamic => Some(Unfit::Dynamic),
+        Some(_) => None,
+    })
+}
+
 /// `true` when `elf` is an ELF file with a `PT_INTERP` program header (a
 /// dynamically linked executable).
 pub fn is_dynamic(elf: &[u8]) -> bool {

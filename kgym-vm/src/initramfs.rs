@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use kgym_core::stage::build::Arch;
 
-use crate::elf::ElfInfo;
+use crate::elf::{self, Unfit};
 use crate::error::{Error, Result};
 
 /// Printed by init once `/proc`, `/sys` and `/dev` are up: the boot reached
@@ -62,25 +62,20 @@ fn busybox_need(arch: Arch) -> String {
 /// ELF file of the guest's class and machine ([`Error::GuestBinaryArch`]
 /// otherwise), statically linked ([`Error::ToolMissing`] otherwise).
 pub fn check_busybox(arch: Arch, path: &Path) -> Result<()> {
-    let info = ElfInfo::read(path).map_err(Error::io(path))?;
-    let wrong = |found: String| Error::GuestBinaryArch {
-        what: "busybox".into(),
-        path: path.to_owned(),
-        found,
-        guest: arch,
-        need: busybox_need(arch),
-    };
-    let info = info.ok_or_else(|| wrong("not an ELF executable".into()))?;
-    if info.arch() != Some(arch) {
-        return Err(wrong(info.describe()));
-    }
-    if info.dynamic {
-        return Err(Error::ToolMissing {
+    match elf::unfit_for(path, arch).map_err(Error::io(path))? {
+        None => Ok(()),
+        Some(Unfit::Dynamic) => Err(Error::ToolMissing {
             tool: "busybox".into(),
             hint: format!("{} is dynamically linked; {}", path.display(), busybox_need(arch)),
-        });
+        }),
+        Some(unfit) => Err(Error::GuestBinaryArch {
+            what: "busybox".into(),
+            path: path.to_owned(),
+            found: unfit.describe(),
+            guest: arch,
+            need: busybox_need(arch),
+        }),
     }
-    Ok(())
 }
 
 /// A static busybox for an x86_64 guest: `explicit` when given, else the
@@ -288,6 +283,7 @@ done
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elf::ElfInfo;
 
     #[test]
     fn newc_entries_are_aligned_and_terminated() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kgym_core::failure::codes;
 use kgym_core::stage::StageArgs;
-use kgym_core::stage::build::{Arch, BuildResult};
+use kgym_core::stage::build::BuildResult;
 use kgym_core::stage::reproduce::{FileRef, KernelRef, ReproduceArgs, Userspace};
 use kgym_core::{ArtifactKey, StageContext, StageFailure, StageKind, Worker};
 
@@ -128,7 +128,7 @@ impl Worker for ReproduceWorker {
                 };
                 // Given files say nothing about their arch but the
                 // bzImage's boot header does.
-                let arch = crate::bzimage::detect_arch(&k).ok().flatten().unwrap_or(Arch::X86_64);
+                let arch = crate::bzimage::boot_arch(&k);
                 (k, v, arch, None)
             }
         };

@@ -16,7 +16,7 @@ use kgym::core::stage::build::{
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{CmdResult, Common};
+use super::{CmdResult, Common, parse_arch};
 
 /// Build a kernel and write bzImage, vmlinux, config and build.log into a
 /// folder. Caches (repositories, extracted tarballs, warm build trees) live
@@ -108,11 +108,6 @@ pub enum LinkerArg {
     /// LLVM lld
     #[value(name = "ld.lld", alias = "lld")]
     Lld,
-}
-
-fn parse_arch(s: &str) -> Result<Arch, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| format!("unknown arch {s:?} (x86_64, amd64, i386, 386)"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -115,3 +115,8 @@ pub fn init_tracing(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
+
+/// `--arch`: the kernel's name (x86_64, i386) or kGym's (amd64, 386).
+pub(crate) fn parse_arch(s: &str) -> Result<kgym_core::stage::build::Arch, String> {
+    kgym_core::stage::build::Arch::from_name(s).ok_or_else(|| format!("unknown arch {s:?} (x86_64, amd64, i386, 386)"))
+}

@@ -15,7 +15,7 @@ use kgym_vm::outcome::BootRecord;
 use kgym_vm::{DiskImage, QemuRunner, RunContext, RunOutput, RunRequest, UserspaceSpec, VmRunner};
 use serde::Serialize;
 
-use super::{CmdResult, Common};
+use super::{CmdResult, Common, parse_arch};
 
 /// Boot a kernel in QEMU and run a reproducer; print the verdict.
 #[derive(Debug, clap::Args)]
@@ -79,18 +79,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     kgym_core::duration::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_arch(s: &str) -> Result<Arch, String> {
-    match s {
-        "x86_64" | "amd64" => Ok(Arch::X86_64),
-        "i386" | "386" => Ok(Arch::I386),
-        _ => Err(format!("{s:?}: expected x86_64 (amd64) or i386 (386)")),
-    }
-}
-
 /// `--arch`, else what the bzImage's boot header says, else x86_64 (an
 /// unreadable kernel is reported by the run itself).
 fn kernel_arch(kernel: &Path, explicit: Option<Arch>) -> Arch {
-    explicit.or_else(|| kgym_vm::bzimage::detect_arch(kernel).ok().flatten()).unwrap_or(Arch::X86_64)
+    explicit.unwrap_or_else(|| kgym_vm::bzimage::boot_arch(kernel))
 }
 
 fn parse_policy(s: &str) -> Result<StopPolicy, String> {

@@ -123,6 +123,23 @@ impl Arch {
     pub fn as_str(self) -> &'static str {
         self.make_arch()
     }
+
+    /// The arch named `name`: the kernel's name (`x86_64`, `i386`) or
+    /// kGym's/syzbot's (`amd64`, `386`); `None` for any other.
+    ///
+    /// ```
+    /// use kgym_core::stage::build::Arch;
+    /// assert_eq!(Arch::from_name("386"), Some(Arch::I386));
+    /// assert_eq!(Arch::from_name("amd64"), Some(Arch::X86_64));
+    /// assert_eq!(Arch::from_name("arm64"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "x86_64" | "amd64" => Some(Self::X86_64),
+            "i386" | "386" => Some(Self::I386),
+            _ => None,
+        }
+    }
 }
 
 /// The C compiler.

@@ -146,13 +146,12 @@ fn build_args(arg: &Value, opts: &CompatOptions) -> Result<Built, Vec<String>> {
         }
     };
     let mut args = BuildArgs::new(KernelSource::git(url, commit), KernelConfig::Full { text: config });
-    args.arch = match non_empty(o, "kernel-arch").as_deref() {
-        None | Some("amd64") | Some("x86_64") => Arch::X86_64,
-        Some("386") | Some("i386") => Arch::I386,
-        Some(other) => {
-            p.push(format!("kernel-arch {other:?} is not supported (amd64 or 386)"));
+    args.arch = match non_empty(o, "kernel-arch") {
+        None => Arch::X86_64,
+        Some(name) => Arch::from_name(&name).unwrap_or_else(|| {
+            p.push(format!("kernel-arch {name:?} is not supported (amd64 or 386)"));
             Arch::X86_64
-        }
+        }),
     };
     args.compiler = match non_empty(o, "compiler") {
         None => Compiler::Gcc,

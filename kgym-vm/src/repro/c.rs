@@ -7,7 +7,7 @@ use std::time::Duration;
 use kgym_core::stage::build::Arch;
 use tokio_util::sync::CancellationToken;
 
-use crate::elf::ElfInfo;
+use crate::elf;
 use crate::error::{Error, Result};
 use crate::process;
 
@@ -46,19 +46,12 @@ pub async fn compile(cc: &Path, text: &str, arch: Arch, dir: &Path, cancel: &Can
 /// Checks that the compiler made a static binary of the guest's arch (a
 /// compiler without `-m32` support, or a cross compiler, would not).
 fn check_binary(arch: Arch, binary: &Path) -> Result<()> {
-    let info = ElfInfo::read(binary).map_err(Error::io(binary))?;
-    let problem = match info {
-        None => Some("not an ELF executable".to_owned()),
-        Some(i) if i.arch() != Some(arch) => Some(i.describe()),
-        Some(i) if i.dynamic => Some("dynamically linked".to_owned()),
-        Some(_) => None,
-    };
-    match problem {
+    match elf::unfit_for(binary, arch).map_err(Error::io(binary))? {
         None => Ok(()),
-        Some(found) => Err(Error::GuestBinaryArch {
+        Some(unfit) => Err(Error::GuestBinaryArch {
             what: "the C reproducer".into(),
             path: binary.to_owned(),
-            found,
+            found: unfit.describe(),
             guest: arch,
             need: format!(
                 "an {} guest needs a static {} binary: the compiler must honour {} (for -m32: apt-get install \
@@ -74,6 +67,7 @@ fn check_binary(arch: Arch, binary: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elf::ElfInfo;
 
     #[test]
     fn i386_gets_m32() {
