@@ -17,6 +17,11 @@ CONFIG_DEVTMPFS_MOUNT=y
 CONFIG_SHMEM=y
 CONFIG_TMPFS=y
 CONFIG_FUTEX=y
+# 32-bit glibc waits on contended locks with the time32 futex syscall
+# (i386 #240), which tinyconfig leaves out: without it a -pthread
+# reproducer aborts with "The futex facility returned an unexpected error
+# code" before it gets to crash anything.
+CONFIG_COMPAT_32BIT_TIME=y
 CONFIG_MULTIUSER=y
 CONFIG_MAGIC_SYSRQ=y
 CONFIG_KALLSYMS=y

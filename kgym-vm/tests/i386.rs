@@ -23,9 +23,12 @@ use kgym_vm::{Error, RunRequest, VmRunner};
 /// Says what it runs on (a 32-bit userspace prints `4-byte pointers`),
 /// then crashes the kernel from a second thread (so `-pthread` is used for
 /// real) by writing `c` to `/proc/sysrq-trigger`.
-const SYSRQ_CRASH: &str = r#"#include <fcntl.h>
+const SYSRQ_CRASH: &str = r#"#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -43,8 +46,14 @@ static void *crash(void *arg) {
 int main(void) {
     struct utsname u;
     pthread_t t;
+    int word = 0;
+    long woken;
     uname(&u);
     printf("kgym-i386: %s kernel, %zu-byte pointers\n", u.machine, sizeof(void *));
+    /* glibc's untimed futex waits (contended locks) use this 32-bit-time
+       futex, which a kernel without CONFIG_COMPAT_32BIT_TIME lacks. */
+    woken = syscall(SYS_futex, &word, FUTEX_WAKE, 1, NULL, NULL, 0);
+    printf("kgym-i386: futex %ld errno %d\n", woken, woken < 0 ? errno : 0);
     fflush(stdout);
     pthread_create(&t, NULL, crash, NULL);
     pthread_join(t, NULL);
@@ -86,6 +95,8 @@ async fn the_minimal_i386_kernel_is_32_bit() {
     let config = std::fs::read_to_string(&k.config).unwrap();
     assert!(config.lines().any(|l| l == "CONFIG_X86_32=y"), "not a 32-bit kernel: {}", k.config.display());
     assert!(!config.lines().any(|l| l == "CONFIG_X86_64=y"));
+    // The futex glibc's 32-bit locks wait on (see minimal-boot.frag).
+    assert!(config.lines().any(|l| l == "CONFIG_COMPAT_32BIT_TIME=y"), "{}", k.config.display());
     // The boot header says so too: that is how `kgym reproduce` picks the arch.
     assert_eq!(kgym_vm::bzimage::detect_arch(&k.bzimage).unwrap(), Some(Arch::I386));
 }
@@ -125,6 +136,8 @@ async fn sysrq_crash_in_a_32_bit_userspace() {
     assert!(out.boots[0].userspace_after.is_some());
     assert!(console.contains(USERSPACE_MARKER), "{console}");
     assert!(console.contains("kernel, 4-byte pointers"), "the 32-bit reproducer did not run: {console}");
+    // The kernel has the 32-bit-time futex glibc's i386 locks wait on.
+    assert!(console.contains("kgym-i386: futex 0 errno 0"), "{console}");
     assert!(console.contains("sysrq: Trigger a crash"), "{console}");
     assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "temporary files left behind");
 }
