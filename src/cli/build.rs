@@ -16,7 +16,7 @@ use kgym::core::stage::build::{
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{CmdResult, Common, parse_arch};
+use super::{CmdResult, Common, parse_arch, parse_duration};
 
 /// Build a kernel and write bzImage, vmlinux, config and build.log into a
 /// folder. Caches (repositories, extracted tarballs, warm build trees) live
@@ -108,10 +108,6 @@ pub enum LinkerArg {
     /// LLVM lld
     #[value(name = "ld.lld", alias = "lld")]
     Lld,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    kgym::core::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// What `kgym build` can fail to do before the build starts.

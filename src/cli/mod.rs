@@ -120,3 +120,9 @@ pub fn init_tracing(verbose: u8) {
 pub(crate) fn parse_arch(s: &str) -> Result<kgym_core::stage::build::Arch, String> {
     kgym_core::stage::build::Arch::from_name(s).ok_or_else(|| format!("unknown arch {s:?} (x86_64, amd64, i386, 386)"))
 }
+
+/// A duration flag (`--timeout`, `--budget`): `10m`, `90s`, `1h 30m`, or
+/// seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    kgym_core::duration::parse(s).map_err(|e| e.to_string())
+}

@@ -15,7 +15,7 @@ use kgym_vm::outcome::BootRecord;
 use kgym_vm::{DiskImage, QemuRunner, RunContext, RunOutput, RunRequest, UserspaceSpec, VmRunner};
 use serde::Serialize;
 
-use super::{CmdResult, Common, parse_arch};
+use super::{CmdResult, Common, parse_arch, parse_duration};
 
 /// Boot a kernel in QEMU and run a reproducer; print the verdict.
 #[derive(Debug, clap::Args)]
@@ -73,10 +73,6 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    kgym_core::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// `--arch`, else what the bzImage's boot header says, else x86_64 (an
