@@ -116,11 +116,6 @@ fn find_in(arch: Arch, candidates: &[PathBuf]) -> Result<PathBuf> {
     Err(Error::ToolMissing { tool: format!("busybox for {} guests", arch.as_str()), hint })
 }
 
-/// `true` when `elf` has a `PT_INTERP` program header (a dynamic executable).
-pub(crate) fn is_dynamic_elf(elf: &[u8]) -> bool {
-    crate::elf::is_dynamic(elf)
-}
-
 /// A `newc` cpio archive under construction.
 #[derive(Debug, Default)]
 pub struct CpioWriter {
@@ -210,7 +205,7 @@ impl InitramfsSpec {
     /// Builds the archive.
     pub fn build(&self) -> Result<Vec<u8>> {
         let busybox = std::fs::read(&self.busybox).map_err(Error::io(&self.busybox))?;
-        if is_dynamic_elf(&busybox) {
+        if elf::is_dynamic(&busybox) {
             return Err(Error::Initramfs { reason: format!("{} is not statically linked", self.busybox.display()) });
         }
         let mut w = CpioWriter::new();
@@ -351,11 +346,11 @@ mod tests {
     fn dynamic_elves_are_recognized() {
         let gcc = std::fs::read("/bin/sh").unwrap_or_default();
         if !gcc.is_empty() {
-            assert!(is_dynamic_elf(&gcc), "/bin/sh should be dynamic");
+            assert!(elf::is_dynamic(&gcc), "/bin/sh should be dynamic");
         }
-        assert!(!is_dynamic_elf(b"#!/bin/sh\n"));
+        assert!(!elf::is_dynamic(b"#!/bin/sh\n"));
         if let Ok(bb) = find_busybox(None) {
-            assert!(!is_dynamic_elf(&std::fs::read(bb).unwrap()));
+            assert!(!elf::is_dynamic(&std::fs::read(bb).unwrap()));
         }
     }
 

@@ -114,7 +114,7 @@ mod tests {
         .unwrap();
         let elf = std::fs::read(&bin).unwrap();
         assert_eq!(&elf[..4], b"\x7fELF");
-        assert!(!crate::initramfs::is_dynamic_elf(&elf), "not static");
+        assert!(!elf::is_dynamic(&elf), "not static");
     }
 
     #[tokio::test]
