@@ -75,9 +75,14 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Where the test kernel and its caches (repositories, extracted sources,
-/// warm trees) live: `<workspace>/target/kgym-test-cache`.
+/// warm trees) live: `$KGYM_TEST_CACHE` when set (several checkouts can
+/// share one cache; builds are serialized by file locks), else
+/// `<workspace>/target/kgym-test-cache`.
 pub fn test_cache_dir() -> PathBuf {
-    workspace_root().join("target/kgym-test-cache")
+    match std::env::var_os("KGYM_TEST_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => workspace_root().join("target/kgym-test-cache"),
+    }
 }
 
 /// Finds `name` on `PATH`. Outside CI a missing tool returns `None` after
@@ -269,7 +274,9 @@ mod tests {
     #[test]
     fn paths_and_args() {
         assert!(workspace_root().join("Cargo.toml").is_file());
-        assert!(test_cache_dir().starts_with(workspace_root()));
+        if std::env::var_os("KGYM_TEST_CACHE").is_none() {
+            assert!(test_cache_dir().starts_with(workspace_root()));
+        }
         let a = test_kernel_args();
         assert!(a.patch.is_none());
         assert!(TEST_KERNEL_FRAGMENT.contains("CONFIG_KASAN=y"));
