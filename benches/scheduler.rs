@@ -15,22 +15,35 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kgym::core::{JobSpec, StageContext, StageFailure, StageKind, Worker};
-use kgym::sched::http::{HttpScheduler, HttpWorkerBackend};
+use kgym::Gym;
+use kgym::core::{JobSpec, StageContext, StageFailure, StageKind, StageSchema, Worker};
+use kgym::sched::http::{HttpScheduler, HttpWorkerBackend, ServerOptions};
 use kgym::sched::runtime::WorkerRuntime;
-use kgym::sched::{Embedded, Scheduler, SchedulerExt};
+use kgym::sched::{Scheduler, SchedulerExt};
 
 #[derive(Debug)]
 struct Noop;
 
-#[async_trait::async_trait]
-impl Worker for Noop {
+impl StageSchema for Noop {
     fn kind(&self) -> StageKind {
         StageKind::new("noop").expect("valid kind")
     }
+}
+
+#[async_trait::async_trait]
+impl Worker for Noop {
     async fn run(&self, _ctx: StageContext) -> Result<serde_json::Value, StageFailure> {
         Ok(serde_json::Value::Null)
     }
+}
+
+/// A gym in `dir` with no stock workers and `noop` stages accepted.
+fn gym(dir: &std::path::Path) -> kgym::GymBuilder {
+    Gym::builder(dir).stock_workers(false).accept(Arc::new(Noop))
+}
+
+fn serve() -> (std::net::SocketAddr, ServerOptions) {
+    ("127.0.0.1:0".parse().expect("addr"), ServerOptions::default().token(Some(TOKEN.into())))
 }
 
 const JOBS: usize = 1000;
@@ -97,7 +110,7 @@ async fn run_jobs(name: &'static str, sched: Arc<dyn Scheduler>, concurrency: us
 
 async fn embedded() -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
-    let gym = Embedded::builder().data_dir(dir.path()).worker(Arc::new(Noop), SLOTS).build().await.expect("gym");
+    let gym = gym(dir.path()).worker(Arc::new(Noop), SLOTS).start().await.expect("gym");
     let row = run_jobs("embedded (in-process workers)", gym.scheduler(), JOBS).await;
     gym.shutdown().await;
     row
@@ -105,13 +118,8 @@ async fn embedded() -> Row {
 
 async fn http_submit() -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
-    let gym = Embedded::builder()
-        .data_dir(dir.path())
-        .worker(Arc::new(Noop), SLOTS)
-        .serve_http("127.0.0.1:0".parse().expect("addr"), Some(TOKEN.into()))
-        .build()
-        .await
-        .expect("gym");
+    let (addr, options) = serve();
+    let gym = gym(dir.path()).worker(Arc::new(Noop), SLOTS).serve_http(addr, options).start().await.expect("gym");
     let client = HttpScheduler::new(&gym.http_url().expect("url")).expect("client").with_token(TOKEN);
     let row = run_jobs("HTTP submit + watch, in-process workers", Arc::new(client), 64).await;
     gym.shutdown().await;
@@ -120,13 +128,8 @@ async fn http_submit() -> Row {
 
 async fn remote_workers() -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
-    let gym = Embedded::builder()
-        .data_dir(dir.path())
-        .accept_kind(StageKind::new("noop").expect("kind"))
-        .serve_http("127.0.0.1:0".parse().expect("addr"), Some(TOKEN.into()))
-        .build()
-        .await
-        .expect("gym");
+    let (addr, options) = serve();
+    let gym = gym(dir.path()).serve_http(addr, options).start().await.expect("gym");
     let backend = Arc::new(HttpWorkerBackend::new(&gym.http_url().expect("url")).expect("backend").with_token(TOKEN));
     let rt = WorkerRuntime::builder(backend).worker(Arc::new(Noop), SLOTS).start().await.expect("runtime");
     let row = run_jobs("remote workers over HTTP", gym.scheduler(), JOBS).await;

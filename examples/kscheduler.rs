@@ -10,21 +10,20 @@
 #[allow(dead_code)] // the scheduler uses only part of the shared settings
 mod service;
 
-use kgym::core::StageKind;
-use kgym::sched::Embedded;
+use kgym::Gym;
+use kgym::sched::http::ServerOptions;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     service::init_tracing();
     let listen = service::env_or("KGYM_LISTEN", "127.0.0.1:8000").parse()?;
-    let gym = Embedded::builder()
-        .data_dir(service::data_dir())
+    // The stock kinds are accepted (and their arguments checked) at submit;
+    // remote kbuilder/kreproducer workers run them.
+    let gym = Gym::builder(service::data_dir())
+        .stock_workers(false)
         .artifacts(service::artifacts()?)
-        .accept_kind(StageKind::build())
-        .accept_kind(StageKind::reproduce())
-        .accept_kind(StageKind::patch_check())
-        .serve_http(listen, service::token())
-        .build()
+        .serve_http(listen, ServerOptions::default().token(service::token()))
+        .start()
         .await?;
     tracing::info!(url = gym.http_url().unwrap_or_default(), "kscheduler serving");
     gym.run_until_signal().await?;

@@ -1,15 +1,31 @@
-//! [`Gym`]: the whole of kgym in one process — scheduler (SQLite), local
-//! build worker, patch-check worker, QEMU reproduce worker and a local
-//! artifact store under one data directory — with one call.
+//! [`Gym`]: the whole of kgym in one process — the SQLite scheduler, local
+//! build, patch-check and QEMU reproduce workers (plus any of your own),
+//! a local artifact store and, optionally, the HTTP API with kGym's routes
+//! — under one data directory, with one call. This is the one place where
+//! scheduler, workers and server are wired together; the stock services
+//! (`examples/k*.rs`) are thin configurations of it or of a worker runtime.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::build::{BuildWorker, LocalBuilder, PatchCheckWorker};
-use crate::core::ArtifactStore;
-use crate::sched::{Embedded, Scheduler};
+use crate::compat::CompatOptions;
+use crate::core::{ArtifactStore, StageKind, StageSchema, Worker};
+use crate::sched::http::{HttpServer, ServerHandle, ServerOptions};
+use crate::sched::queue::Queue;
+use crate::sched::runtime::{RuntimeHandle, RuntimeOptions, WorkerRuntime};
+use crate::sched::sqlite::{SchedulerOptions, SqliteScheduler};
+use crate::sched::{Scheduler, StageRegistry};
 use crate::vm::{QemuRunner, ReproduceWorker};
+
+/// Workers and their slots.
+type Workers = Vec<(Arc<dyn Worker>, u32)>;
+
+/// The database file inside a data directory.
+pub const DATABASE_FILE: &str = "jobs.sqlite3";
+/// The artifact folder inside a data directory.
+pub const ARTIFACTS_DIR: &str = "artifacts";
 
 /// Why the gym could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +57,7 @@ pub enum GymError {
     },
 }
 
-/// An embedded gym: submit jobs to [`Gym::scheduler`], read artifacts from
+/// A running gym: submit jobs to [`Gym::scheduler`], read artifacts from
 /// [`Gym::artifacts`]. Layout of the data directory:
 ///
 /// - `jobs.sqlite3`, `artifacts/`: the scheduler's state and the job
@@ -49,9 +65,14 @@ pub enum GymError {
 /// - `build/`: repository cache, extracted tarballs, warm build trees
 ///   (movable with [`GymBuilder::build_cache`]);
 /// - `scratch/`: per-stage temporary files (removed after each stage).
+///
+/// Call [`shutdown`](Gym::shutdown) to stop it: running stages are handed
+/// back (the next gym opened on the same data directory runs them).
 #[derive(Debug)]
 pub struct Gym {
-    embedded: Embedded,
+    sched: SqliteScheduler,
+    runtime: Option<RuntimeHandle>,
+    server: Option<ServerHandle>,
     data_dir: PathBuf,
 }
 
@@ -65,23 +86,36 @@ impl Gym {
     pub fn builder(data_dir: impl Into<PathBuf>) -> GymBuilder {
         GymBuilder {
             data_dir: data_dir.into(),
+            stock_workers: true,
             build_slots: 1,
             reproduce_slots: 1,
-            http: None,
             build_cache: None,
             local_builder: None,
             runner: None,
+            workers: Vec::new(),
+            stages: StageRegistry::stock(),
+            scheduler: SchedulerOptions::default(),
+            runtime: RuntimeOptions::default(),
+            http: None,
+            compat: CompatOptions::default(),
+            artifacts: None,
+            queue: None,
         }
     }
 
     /// The scheduler: submit, watch, abort, restart...
     pub fn scheduler(&self) -> Arc<dyn Scheduler> {
-        self.embedded.scheduler()
+        Arc::new(self.sched.clone())
+    }
+
+    /// The SQLite scheduler itself (also the in-process worker backend).
+    pub fn sqlite(&self) -> &SqliteScheduler {
+        &self.sched
     }
 
     /// Where the jobs' artifacts are.
     pub fn artifacts(&self) -> &ArtifactStore {
-        self.embedded.artifacts()
+        self.sched.artifacts()
     }
 
     /// The data directory.
@@ -89,33 +123,67 @@ impl Gym {
         &self.data_dir
     }
 
-    /// The HTTP API's base URL, when serving.
+    /// The SQLite file.
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join(DATABASE_FILE)
+    }
+
+    /// The HTTP API's address, when serving.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(ServerHandle::local_addr)
+    }
+
+    /// The HTTP API's base URL (`http://ADDR`), when serving.
     pub fn http_url(&self) -> Option<String> {
-        self.embedded.http_url()
+        self.server.as_ref().map(ServerHandle::url)
     }
 
-    /// Stops the workers (running stages are handed back, not lost) and the
-    /// HTTP server.
+    /// The in-process worker runtime, when there are local workers.
+    pub fn runtime(&self) -> Option<&RuntimeHandle> {
+        self.runtime.as_ref()
+    }
+
+    /// Stops the HTTP server, hands running stages back, stops the
+    /// scheduler's lease watch.
     pub async fn shutdown(self) {
-        self.embedded.shutdown().await;
+        if let Some(s) = self.server {
+            s.shutdown().await;
+        }
+        if let Some(r) = self.runtime {
+            r.shutdown().await;
+        }
+        self.sched.close();
     }
 
-    /// Serves until SIGTERM/ctrl-c, then shuts down gracefully.
+    /// Serves until SIGTERM, SIGHUP or ctrl-c, then shuts down gracefully.
     pub async fn run_until_signal(self) -> Result<(), GymError> {
-        Ok(self.embedded.run_until_signal().await?)
+        crate::sched::runtime::wait_for_signal().await?;
+        tracing::info!("signal received; shutting down");
+        self.shutdown().await;
+        Ok(())
     }
 }
 
-/// Configures a [`Gym`].
+/// Configures a [`Gym`]. Options of the scheduler, the worker runtime and
+/// the HTTP server are passed whole ([`SchedulerOptions`],
+/// [`RuntimeOptions`], [`ServerOptions`]) to the part they configure.
 #[derive(Debug)]
 pub struct GymBuilder {
     data_dir: PathBuf,
+    stock_workers: bool,
     build_slots: u32,
     reproduce_slots: u32,
-    http: Option<(SocketAddr, Option<String>)>,
     build_cache: Option<PathBuf>,
     local_builder: Option<LocalBuilder>,
     runner: Option<QemuRunner>,
+    workers: Workers,
+    stages: StageRegistry,
+    scheduler: SchedulerOptions,
+    runtime: RuntimeOptions,
+    http: Option<(SocketAddr, ServerOptions)>,
+    compat: CompatOptions,
+    artifacts: Option<ArtifactStore>,
+    queue: Option<Arc<dyn Queue>>,
 }
 
 impl GymBuilder {
@@ -132,10 +200,11 @@ impl GymBuilder {
         self
     }
 
-    /// Also serves the HTTP API on `addr` (a token is required beyond
-    /// loopback).
-    pub fn serve_http(mut self, addr: SocketAddr, token: Option<String>) -> Self {
-        self.http = Some((addr, token));
+    /// Whether the stock workers (build, patch-check, reproduce) run in
+    /// this process (default: yes). Without them the gym is a scheduler for
+    /// remote workers; the stock kinds are still accepted at submit.
+    pub fn stock_workers(mut self, on: bool) -> Self {
+        self.stock_workers = on;
         self
     }
 
@@ -161,31 +230,152 @@ impl GymBuilder {
         self
     }
 
-    /// Opens the database, starts the workers (and the HTTP server).
-    pub async fn start(self) -> Result<Gym, GymError> {
-        let dir = self.data_dir;
-        let scratch = dir.join("scratch");
-        let builder = match self.local_builder {
+    /// Also runs `worker` in this process with `slots` concurrent slots;
+    /// its kind is accepted at submit and checked by its schema.
+    pub fn worker(mut self, worker: Arc<dyn Worker>, slots: u32) -> Self {
+        self.workers.push((worker, slots.max(1)));
+        self
+    }
+
+    /// Accepts stages of `schema`'s kind at submit, checked by it (kinds
+    /// that remote workers run).
+    pub fn accept(mut self, schema: Arc<dyn StageSchema>) -> Self {
+        self.stages.insert_schema(schema);
+        self
+    }
+
+    /// Accepts stages of `kind` at submit without checking their argument.
+    pub fn accept_kind(mut self, kind: StageKind) -> Self {
+        self.stages.insert_kind(kind);
+        self
+    }
+
+    /// Lease settings of the scheduler.
+    pub fn scheduler_options(mut self, options: SchedulerOptions) -> Self {
+        self.scheduler = options;
+        self
+    }
+
+    /// Host name, heartbeat, claim wait and grace of the local workers.
+    pub fn runtime_options(mut self, options: RuntimeOptions) -> Self {
+        self.runtime = options;
+        self
+    }
+
+    /// Also serves the HTTP API (typed routes, the remote-worker protocol
+    /// and kGym's routes) on `addr`. Beyond loopback a token is required:
+    /// without one, [`start`](Self::start) refuses before anything starts.
+    pub fn serve_http(mut self, addr: SocketAddr, options: ServerOptions) -> Self {
+        self.http = Some((addr, options));
+        self
+    }
+
+    /// Settings of the kGym payload conversion (kGym's routes).
+    pub fn compat(mut self, compat: CompatOptions) -> Self {
+        self.compat = compat;
+        self
+    }
+
+    /// Where artifacts live (default: `data_dir/artifacts`).
+    pub fn artifacts(mut self, artifacts: ArtifactStore) -> Self {
+        self.artifacts = Some(artifacts);
+        self
+    }
+
+    /// The announcement transport (default: in-process).
+    pub fn queue(mut self, queue: Arc<dyn Queue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// The stock workers under `data_dir`, built unless turned off.
+    fn stock(&mut self) -> Result<Workers, GymError> {
+        if !self.stock_workers {
+            return Ok(Vec::new());
+        }
+        let scratch = self.data_dir.join("scratch");
+        let builder = match self.local_builder.take() {
             Some(b) => b,
-            None => LocalBuilder::builder(self.build_cache.unwrap_or_else(|| dir.join("build"))).build()?,
+            None => {
+                let cache = self.build_cache.take().unwrap_or_else(|| self.data_dir.join("build"));
+                LocalBuilder::builder(cache).build()?
+            }
         };
         let builder = Arc::new(builder);
-        let runner = match self.runner {
+        let runner = match self.runner.take() {
             Some(r) => r,
             None => QemuRunner::builder().work_dir(scratch.join("vm")).build()?,
         };
-        let mut embedded = Embedded::builder()
-            .data_dir(&dir)
-            .worker(Arc::new(BuildWorker::new(builder.clone(), scratch.join("build"))), self.build_slots)
-            .worker(Arc::new(PatchCheckWorker::new(builder, scratch.join("patch-check"))), 1)
-            .worker(
-                Arc::new(ReproduceWorker::new(Arc::new(runner)).scratch_dir(scratch.join("reproduce"))),
-                self.reproduce_slots,
-            );
-        if let Some((addr, token)) = self.http {
-            embedded = embedded.serve_http(addr, token);
+        let reproduce = ReproduceWorker::new(Arc::new(runner)).scratch_dir(scratch.join("reproduce"));
+        Ok(vec![
+            (Arc::new(BuildWorker::new(builder.clone(), scratch.join("build"))), self.build_slots),
+            (Arc::new(PatchCheckWorker::new(builder, scratch.join("patch-check"))), 1),
+            (Arc::new(reproduce), self.reproduce_slots),
+        ])
+    }
+
+    /// Checks the settings, opens the database (re-announcing queued
+    /// stages), starts the workers and the HTTP server.
+    pub async fn start(mut self) -> Result<Gym, GymError> {
+        // Refused settings change nothing: no database, no workers.
+        if let Some((addr, options)) = &self.http {
+            crate::sched::http::check_listen(*addr, options)?;
         }
-        let embedded = embedded.build().await?;
-        Ok(Gym { embedded, data_dir: dir })
+        let mut workers = self.stock()?;
+        workers.append(&mut self.workers);
+        let mut stages = self.stages;
+        for (w, _) in &workers {
+            stages.insert_schema(Arc::clone(w) as Arc<dyn StageSchema>);
+        }
+        let artifacts = match self.artifacts {
+            Some(a) => a,
+            None => {
+                let path = self.data_dir.join(ARTIFACTS_DIR);
+                let url = path.display().to_string();
+                ArtifactStore::local(&path).map_err(|source| GymError::Artifacts { url, source })?
+            }
+        };
+        let mut sb = SqliteScheduler::builder()
+            .database(self.data_dir.join(DATABASE_FILE))
+            .artifacts(artifacts.clone())
+            .options(self.scheduler)
+            .stages(stages);
+        if let Some(q) = self.queue {
+            sb = sb.queue(q);
+        }
+        let sched = sb.build().await?;
+        let runtime = if workers.is_empty() {
+            None
+        } else {
+            let rb = workers.into_iter().fold(
+                WorkerRuntime::builder(Arc::new(sched.clone())).options(self.runtime).artifacts(artifacts),
+                |rb, (w, n)| rb.worker(w, n),
+            );
+            Some(rb.start().await?)
+        };
+        let server = match self.http {
+            Some((addr, options)) => {
+                let api: Arc<dyn Scheduler> = Arc::new(sched.clone());
+                let served = HttpServer::builder(Arc::clone(&api))
+                    .worker_backend(Arc::new(sched.clone()))
+                    .options(options)
+                    .merge(crate::compat::router(api, self.compat))
+                    .serve(addr)
+                    .await;
+                match served {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        // Nothing half-started stays behind.
+                        if let Some(r) = runtime {
+                            r.shutdown().await;
+                        }
+                        sched.close();
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Gym { sched, runtime, server, data_dir: self.data_dir })
     }
 }

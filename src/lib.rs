@@ -5,9 +5,10 @@
 //! default, on RabbitMQ + GCS + GCE when one machine is not enough.
 //!
 //! This facade re-exports the workspace crates:
-//! [`core`] (job model, artifacts, `Worker`), [`build`] (`KernelBuilder`),
-//! [`vm`] (`VmRunner`, crash reports), [`sched`] (`Scheduler`, worker
-//! runtime, HTTP API).
+//! [`core`] (job model, artifacts, `StageWorker`/`Worker`), [`build`]
+//! (`KernelBuilder`), [`vm`] (`VmRunner`, crash reports), [`sched`]
+//! (`Scheduler`, worker runtime, HTTP API), [`compat`] (kGym's payloads
+//! and routes, kBench composers); and wires them into a [`Gym`].
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -31,15 +32,20 @@
 use std::path::PathBuf;
 
 pub use kgym_build as build;
+pub use kgym_compat as compat;
 pub use kgym_core as core;
 pub use kgym_sched as sched;
 pub use kgym_vm as vm;
 
-pub mod compose;
+/// Composers: kBench/syzbot bug records as jobs, and the verdict of a
+/// patch-evaluation job (from [`kgym_compat::kbench`]).
+pub mod compose {
+    pub use kgym_compat::kbench::*;
+}
 mod gym;
 pub mod samples;
 
-pub use gym::{Gym, GymBuilder, GymError};
+pub use gym::{ARTIFACTS_DIR, DATABASE_FILE, Gym, GymBuilder, GymError};
 
 /// The default data directory: `$KGYM_DATA`, else the user's data
 /// directory + `/kgym` (e.g. `~/.local/share/kgym`).

@@ -1,15 +1,16 @@
-//! Workers for the stock `build` and `patch-check` stages: adapters from
-//! any [`KernelBuilder`] / [`PatchChecker`] to [`kgym_core::Worker`] that
-//! store the outputs as artifacts and return the typed results.
+//! Workers for the stock `build` and `patch-check` stages: typed
+//! [`StageWorker`]s over any [`KernelBuilder`] / [`PatchChecker`] that store
+//! the outputs as artifacts and return the typed results. (The blanket
+//! adapter of kgym-core makes each a `Worker` and parses and checks the
+//! argument before `run`.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kgym_core::stage::StageArgs;
 use kgym_core::stage::build::{BuildArgs, BuildResult};
 use kgym_core::stage::patch_check::{PatchCheckArgs, PatchCheckResult};
-use kgym_core::{ArtifactKey, StageContext, StageFailure, StageKind, Worker};
+use kgym_core::{ArtifactKey, StageContext, StageFailure, StageWorker};
 
 use crate::{BuildContext, KernelBuilder, PatchChecker};
 
@@ -44,12 +45,6 @@ impl BuildWorker {
     }
 }
 
-fn validate_args<T: StageArgs>(arg: &serde_json::Value) -> Result<(), String> {
-    let parsed = T::deserialize(arg).map_err(|e| e.to_string())?;
-    let problems = parsed.check();
-    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
-}
-
 fn internal(e: &(dyn std::error::Error + 'static)) -> StageFailure {
     StageFailure::internal(e)
 }
@@ -66,40 +61,31 @@ async fn stage_dir(scratch: &Path, ctx: &StageContext) -> Result<PathBuf, StageF
     Ok(dir)
 }
 
+/// Moves the stage's output file `path` into the artifact store (a rename
+/// in a local store: the build products are not copied again).
 async fn upload(ctx: &StageContext, name: &str, path: &Path) -> Result<ArtifactKey, StageFailure> {
     let key = ctx.artifact_key(name)?;
-    ctx.artifacts.put_file(&key, path).await.map_err(|e| internal(&e))?;
+    ctx.artifacts.put_file_moved(&key, path).await.map_err(|e| internal(&e))?;
     Ok(key)
 }
 
 #[async_trait]
-impl Worker for BuildWorker {
-    fn kind(&self) -> StageKind {
-        StageKind::build()
-    }
+impl StageWorker for BuildWorker {
+    type Args = BuildArgs;
 
-    fn validate(&self, arg: &serde_json::Value) -> Result<(), String> {
-        validate_args::<BuildArgs>(arg)
-    }
-
-    async fn run(&self, ctx: StageContext) -> Result<serde_json::Value, StageFailure> {
-        let req: BuildArgs = ctx.arg_as()?;
-        let problems = req.check();
-        if !problems.is_empty() {
-            return Err(StageFailure::bad_argument(problems.join("; ")));
-        }
-        let dir = stage_dir(&self.scratch, &ctx).await?;
+    async fn run(&self, req: BuildArgs, ctx: &StageContext) -> Result<BuildResult, StageFailure> {
+        let dir = stage_dir(&self.scratch, ctx).await?;
         let bctx = BuildContext::new(&dir).with_logs(ctx.log_sink()).with_cancel(ctx.cancel.clone());
         let result = match self.builder.build(&req, &bctx).await {
             Ok(out) => {
-                let uploaded: Result<BuildResult, StageFailure> = async {
+                async {
                     Ok(BuildResult {
-                        bzimage: upload(&ctx, names::BZIMAGE, &out.bzimage).await?,
-                        vmlinux: upload(&ctx, names::VMLINUX, &out.vmlinux).await?,
-                        config: upload(&ctx, names::CONFIG, &out.config).await?,
-                        log: upload(&ctx, names::LOG, &out.log).await?,
+                        bzimage: upload(ctx, names::BZIMAGE, &out.bzimage).await?,
+                        vmlinux: upload(ctx, names::VMLINUX, &out.vmlinux).await?,
+                        config: upload(ctx, names::CONFIG, &out.config).await?,
+                        log: upload(ctx, names::LOG, &out.log).await?,
                         compile_commands: match &out.compile_commands {
-                            Some(p) => Some(upload(&ctx, names::COMPILE_COMMANDS, p).await?),
+                            Some(p) => Some(upload(ctx, names::COMPILE_COMMANDS, p).await?),
                             None => None,
                         },
                         commit: out.commit.clone(),
@@ -111,14 +97,13 @@ impl Worker for BuildWorker {
                         backports_applied: out.backports_applied.clone(),
                     })
                 }
-                .await;
-                uploaded.and_then(|r| serde_json::to_value(r).map_err(|e| internal(&e)))
+                .await
             }
             Err(e) => {
                 // The log of a failed build is what the user needs most.
                 let log = dir.join(names::LOG);
                 if log.is_file() {
-                    if let Err(up) = upload(&ctx, names::LOG, &log).await {
+                    if let Err(up) = upload(ctx, names::LOG, &log).await {
                         tracing::warn!(error = %up, "could not store the log of a failed build");
                     }
                 }
@@ -146,33 +131,22 @@ impl PatchCheckWorker {
 }
 
 #[async_trait]
-impl Worker for PatchCheckWorker {
-    fn kind(&self) -> StageKind {
-        StageKind::patch_check()
-    }
+impl StageWorker for PatchCheckWorker {
+    type Args = PatchCheckArgs;
 
-    fn validate(&self, arg: &serde_json::Value) -> Result<(), String> {
-        validate_args::<PatchCheckArgs>(arg)
-    }
-
-    async fn run(&self, ctx: StageContext) -> Result<serde_json::Value, StageFailure> {
-        let args: PatchCheckArgs = ctx.arg_as()?;
-        let problems = args.check();
-        if !problems.is_empty() {
-            return Err(StageFailure::bad_argument(problems.join("; ")));
-        }
-        let dir = stage_dir(&self.scratch, &ctx).await?;
+    async fn run(&self, args: PatchCheckArgs, ctx: &StageContext) -> Result<PatchCheckResult, StageFailure> {
+        let dir = stage_dir(&self.scratch, ctx).await?;
         let bctx = BuildContext::new(&dir).with_logs(ctx.log_sink()).with_cancel(ctx.cancel.clone());
         let res = self.checker.check_patches(&args.base, &args.patches, &bctx).await;
         let log = dir.join(names::PATCH_CHECK_LOG);
         if log.is_file() {
-            if let Err(e) = upload(&ctx, names::PATCH_CHECK_LOG, &log).await {
+            if let Err(e) = upload(ctx, names::PATCH_CHECK_LOG, &log).await {
                 tracing::warn!(error = %e, "could not store the patch-check log");
             }
         }
         let _ = tokio::fs::remove_dir_all(&dir).await;
         let verdicts = res.map_err(|e| e.to_stage_failure())?;
-        serde_json::to_value(PatchCheckResult { verdicts }).map_err(|e| internal(&e))
+        Ok(PatchCheckResult { verdicts })
     }
 }
 
@@ -182,6 +156,7 @@ mod tests {
     use crate::LocalBuilder;
     use kgym_core::failure::codes;
     use kgym_core::stage::build::{BaseConfig, KernelConfig, KernelSource};
+    use kgym_core::{StageKind, StageSchema, Worker};
 
     #[tokio::test]
     async fn validates_arguments_and_maps_failures() {
@@ -193,15 +168,15 @@ mod tests {
             KernelSource::tarball(dir.path().join("missing.tar.xz")),
             KernelConfig::Base { base: BaseConfig::Tinyconfig, fragments: vec![] },
         );
-        worker.validate(&serde_json::to_value(&req).unwrap()).unwrap();
+        worker.validate_alone(&serde_json::to_value(&req).unwrap()).unwrap();
         req.patch = Some(" ".into());
-        let err = worker.validate(&serde_json::to_value(&req).unwrap()).unwrap_err();
-        assert!(err.contains("patch is empty"), "{err}");
-        assert!(worker.validate(&serde_json::json!({"source": 1})).is_err());
+        let err = worker.validate_alone(&serde_json::to_value(&req).unwrap()).unwrap_err();
+        assert_eq!(err.problems, vec!["patch is empty (omit it instead)"]);
+        assert!(worker.validate_alone(&serde_json::json!({"source": 1})).is_err());
 
         req.patch = None;
         let (ctx, _) = StageContext::for_test(StageKind::build(), serde_json::to_value(&req).unwrap());
-        let failure = worker.run(ctx).await.unwrap_err();
+        let failure = Worker::run(&worker, ctx).await.unwrap_err();
         // Without make installed the machine is at fault; with it, the input.
         if ["make", "gcc", "flex", "bison", "bc"].iter().all(|t| crate::find_tool(t).is_some()) {
             assert_eq!(failure.code, codes::BAD_ARGUMENT, "{failure:?}");
@@ -215,6 +190,6 @@ mod tests {
         let checker = PatchCheckWorker::new(builder, dir.path().join("scratch"));
         assert_eq!(checker.kind(), StageKind::patch_check());
         let args = serde_json::json!({"base": req, "patches": ["", "x"]});
-        assert!(checker.validate(&args).unwrap_err().contains("patches[0] is empty"));
+        assert!(checker.validate_alone(&args).unwrap_err().problems.contains(&"patches[0] is empty".to_owned()));
     }
 }

@@ -10,7 +10,7 @@ use kgym_build::{BuildContext, BuildWorker, Error, KernelBuilder, PatchCheckWork
 use kgym_core::failure::codes;
 use kgym_core::stage::build::{BuildResult, CacheStatus};
 use kgym_core::stage::patch_check::{PatchCheckArgs, PatchCheckResult};
-use kgym_core::{ArtifactStore, StageKind, Worker};
+use kgym_core::{ArtifactStore, StageKind, StageSchema, Worker};
 use kgym_testkit::{scratch_data_dir, test_builder, test_kernel, test_kernel_args, test_kernel_available};
 use tokio::sync::Mutex;
 
@@ -113,9 +113,9 @@ async fn patch_check_gives_verdicts_in_seconds_and_leaves_the_tree_warm() {
         PatchCheckArgs { base: test_kernel_args(), patches: vec![getpid_patch(2), misplaced_patch(), broken_patch()] };
     let worker = PatchCheckWorker::new(builder.clone(), scratch.path().join("work"));
     assert_eq!(worker.kind(), StageKind::patch_check());
-    assert!(worker.validate(&serde_json::json!({"base": test_kernel_args(), "patches": []})).is_err());
+    assert!(worker.validate_alone(&serde_json::json!({"base": test_kernel_args(), "patches": []})).is_err());
     let arg = serde_json::to_value(&args).unwrap();
-    worker.validate(&arg).unwrap();
+    worker.validate_alone(&arg).unwrap();
     let (ctx, log) = kgym_core::StageContext::for_test(StageKind::patch_check(), arg);
     let ctx = ctx.with_artifacts(store.clone());
     let result: PatchCheckResult = serde_json::from_value(worker.run(ctx.clone()).await.unwrap()).unwrap();
@@ -168,7 +168,7 @@ async fn build_worker_stores_artifacts_and_reports_typed_failures() {
     // The kernel's compile_commands.json generator is a python3 script.
     req.compile_commands = kgym_testkit::require_tool("python3").is_some();
     let arg = serde_json::to_value(&req).unwrap();
-    worker.validate(&arg).unwrap();
+    worker.validate_alone(&arg).unwrap();
     let (ctx, log) = kgym_core::StageContext::for_test(StageKind::build(), arg);
     let ctx = ctx.with_artifacts(store.clone());
     let result: BuildResult = serde_json::from_value(worker.run(ctx.clone()).await.unwrap()).unwrap();
@@ -201,7 +201,7 @@ async fn build_worker_stores_artifacts_and_reports_typed_failures() {
     assert!(String::from_utf8_lossy(&stored_log).contains("this is not C"));
 
     // Bad arguments are refused before anything runs.
-    assert!(worker.validate(&serde_json::json!({"source": {"type": "git", "url": "", "commit": ""}})).is_err());
+    assert!(worker.validate_alone(&serde_json::json!({"source": {"type": "git", "url": "", "commit": ""}})).is_err());
     let (ctx, _) = kgym_core::StageContext::for_test(StageKind::build(), serde_json::json!({"nonsense": true}));
     assert_eq!(worker.run(ctx).await.unwrap_err().code, codes::BAD_ARGUMENT);
 }

@@ -210,6 +210,40 @@ impl ArtifactStore {
         Ok(())
     }
 
+    /// Stores the file at `path` under `key`, taking it over: in a local
+    /// store the file is moved in (a rename, no copy, when both are on one
+    /// filesystem); elsewhere it is uploaded, then removed. For outputs a
+    /// caller is done with (a stage's build products).
+    pub async fn put_file_moved(&self, key: &ArtifactKey, path: &Path) -> Result<()> {
+        let io_err = |source| Error::Io { path: path.to_owned(), source };
+        if let Some(dst) = self.local_path(key) {
+            if let Some(parent) = dst.parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(io_err)?;
+            }
+            match tokio::fs::rename(path, &dst).await {
+                Ok(()) => return Ok(()),
+                // Another filesystem (EXDEV) or a directory in the way:
+                // fall back to a copy through the store.
+                Err(e) => tracing::debug!(error = %e, from = %path.display(), "cannot move into the store; copying"),
+            }
+        }
+        self.put_file(key, path).await?;
+        tokio::fs::remove_file(path).await.map_err(io_err)
+    }
+
+    /// A local file with the artifact's content, for reading only: in a
+    /// local store the stored file itself (no copy); elsewhere the artifact
+    /// downloaded to `scratch`. Never write to the returned path.
+    pub async fn local_copy(&self, key: &ArtifactKey, scratch: &Path) -> Result<PathBuf> {
+        if let Some(p) = self.local_path(key)
+            && tokio::fs::metadata(&p).await.is_ok_and(|m| m.is_file())
+        {
+            return Ok(p);
+        }
+        self.get_to_file(key, scratch).await?;
+        Ok(scratch.to_owned())
+    }
+
     /// Reads the whole artifact.
     pub async fn get(&self, key: &ArtifactKey) -> Result<Bytes> {
         let res = self.store.get(&key.store_path()).await.map_err(|e| self.map_err(key, e))?;
@@ -367,5 +401,45 @@ mod tests {
         let path = store.local_path(&key).unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), "CONFIG_X=y\n");
         round_trip(store).await;
+    }
+
+    /// Writes a file of `len` bytes into `dir` and returns its path.
+    fn file(dir: &Path, name: &str, len: usize) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, vec![3u8; len]).unwrap();
+        p
+    }
+
+    #[tokio::test]
+    async fn a_local_store_takes_files_over_and_hands_them_out_without_copies() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::local(dir.path().join("store")).unwrap();
+        let key = ArtifactKey::parse("jobs/00000002/0_build/vmlinux").unwrap();
+        let src = file(dir.path(), "vmlinux", 1 << 20);
+        let inode = std::fs::metadata(&src).unwrap().ino();
+        store.put_file_moved(&key, &src).await.unwrap();
+        assert!(!src.exists(), "the source was taken over");
+        let stored = store.local_path(&key).unwrap();
+        assert_eq!(std::fs::metadata(&stored).unwrap().ino(), inode, "moved, not copied");
+        let read = store.local_copy(&key, &dir.path().join("scratch/vmlinux")).await.unwrap();
+        assert_eq!(read, stored, "read in place, not copied");
+        assert!(!dir.path().join("scratch/vmlinux").exists());
+        let missing = ArtifactKey::parse("jobs/00000002/0_build/none").unwrap();
+        let err = store.local_copy(&missing, &dir.path().join("x")).await.unwrap_err();
+        assert!(matches!(err, Error::ArtifactNotFound { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn other_stores_upload_moved_files_and_download_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::in_memory();
+        let key = ArtifactKey::parse("jobs/00000003/0_build/bzImage").unwrap();
+        let src = file(dir.path(), "bzImage", 4096);
+        store.put_file_moved(&key, &src).await.unwrap();
+        assert!(!src.exists(), "the source was removed after the upload");
+        let copy = dir.path().join("scratch/bzImage");
+        assert_eq!(store.local_copy(&key, &copy).await.unwrap(), copy);
+        assert_eq!(std::fs::read(&copy).unwrap(), vec![3u8; 4096]);
     }
 }

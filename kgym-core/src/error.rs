@@ -54,6 +54,16 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    /// A stage index past the last stage of its job.
+    #[error("find stage {stage} of job {job}: the job has {stages} stages")]
+    NoSuchStage {
+        /// The job.
+        job: crate::JobId,
+        /// The index asked for.
+        stage: crate::StageIndex,
+        /// How many stages the job has.
+        stages: usize,
+    },
     /// A local file could not be read or written.
     #[error("access {path}")]
     Io {

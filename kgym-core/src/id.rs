@@ -120,10 +120,32 @@ impl StageKind {
     /// Validates and wraps a kind name.
     pub fn new(name: impl Into<String>) -> Result<Self> {
         let name = name.into();
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if valid { Ok(Self(name)) } else { Err(Error::InvalidStageKind { input: name }) }
+        if Self::is_valid_name(&name) { Ok(Self(name)) } else { Err(Error::InvalidStageKind { input: name }) }
+    }
+
+    /// Whether `name` is a valid kind name: 1–64 characters of `[a-z0-9_-]`.
+    /// A `const fn`, so a kind name fixed in code is checked at compile time
+    /// (see [`StageArgs::kind`](crate::stage::StageArgs::kind)).
+    pub const fn is_valid_name(name: &str) -> bool {
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes.len() > 64 {
+            return false;
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// Wraps a name already checked with [`is_valid_name`](Self::is_valid_name).
+    pub(crate) fn from_checked(name: &str) -> Self {
+        debug_assert!(Self::is_valid_name(name));
+        Self(name.to_owned())
     }
 
     /// The stock build kind.

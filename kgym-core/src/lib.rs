@@ -10,7 +10,9 @@
 //!   `patch-check`.
 //! - [`ArtifactStore`]: `object_store`-backed storage with the key layout
 //!   `jobs/{job}/{stage}_{kind}/{name}`.
-//! - [`Worker`] + [`StageContext`]: what a stage runner implements and gets.
+//! - [`StageWorker`] (typed) / [`Worker`] (object safe) + [`StageContext`]:
+//!   what a stage runner implements and gets; [`StageSchema`]: the argument
+//!   check a scheduler runs at submit.
 //!
 //! ```
 //! use kgym_core::stage::build::{BaseConfig, BuildArgs, KernelConfig, KernelSource};
@@ -34,22 +36,27 @@
 //! ```
 
 pub mod artifact;
+mod context;
 pub mod duration;
 mod error;
 pub mod failure;
 mod id;
 pub mod job;
+mod logs;
 mod machine;
 pub mod stage;
 pub mod worker;
 
 pub use artifact::{ArtifactKey, ArtifactStore};
+pub use context::StageContext;
 pub use error::{Error, Result};
 pub use failure::StageFailure;
 pub use id::{JobId, StageIndex, StageKind};
 pub use job::{Job, JobSpec, JobStatus, Outcome, StageResult, StageSpec, Tags};
+pub use logs::{LogSink, MemorySink, TracingSink};
 pub use machine::MachineSpec;
-pub use worker::{LogSink, MemorySink, StageContext, TracingSink, Worker};
+pub use stage::{InvalidArgs, StageArgs, StageSchema};
+pub use worker::{StageWorker, Worker};
 
 /// Re-exported so implementors of [`Worker`] need no extra dependency.
 pub use async_trait::async_trait;

@@ -1,232 +1,217 @@
-//! The [`Worker`] trait and the [`StageContext`] a worker runs in.
+//! What runs stages: [`StageWorker`], the typed trait a researcher
+//! implements, and [`Worker`], the object-safe trait the runtime drives
+//! (`Arc<dyn Worker>`). Every `StageWorker` is a `Worker` through one
+//! blanket adapter, which parses and checks the argument once, runs the
+//! stage and serializes its result.
 //!
 //! The runtime that claims stages, keeps leases alive and reports results
 //! lives in `kgym-sched`; a worker only turns a context into a result.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use serde::de::DeserializeOwned;
-use tokio_util::sync::CancellationToken;
 
-use crate::artifact::{ArtifactKey, ArtifactStore};
-use crate::failure::{StageFailure, codes};
-use crate::id::{JobId, StageIndex, StageKind};
-use crate::job::{Outcome, StageResult, StageSpec, Tags};
+use crate::context::StageContext;
+use crate::failure::StageFailure;
+use crate::id::StageKind;
+use crate::stage::{ArgsSchema, InvalidArgs, StageArgs, StagePosition, StageSchema};
 
-/// Runs stages of one kind.
+/// A stage kind with typed argument and result: the way to add a stage.
+///
+/// Its kind, argument checks and result type come from
+/// [`Args`](Self::Args); the blanket adapter makes it a [`Worker`] (so
+/// `Arc::new(MyWorker)` runs in any gym) and a [`StageSchema`] (so a
+/// scheduler refuses bad arguments at submit).
+///
+/// A new stage kind in ~20 lines:
 ///
 /// ```
-/// use kgym_core::{StageContext, StageFailure, StageKind, Worker};
+/// use kgym_core::stage::StageArgs;
+/// use kgym_core::{StageContext, StageFailure, StageWorker};
+/// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Debug)]
-/// struct Echo;
+/// #[derive(Serialize, Deserialize)]
+/// struct GrepArgs { pattern: String, text: String }
 ///
-/// #[async_trait::async_trait]
-/// impl Worker for Echo {
-///     fn kind(&self) -> StageKind {
-///         StageKind::new("echo").unwrap()
-///     }
-///     async fn run(&self, ctx: StageContext) -> Result<serde_json::Value, StageFailure> {
-///         ctx.log("echoing");
-///         Ok(ctx.arg.clone())
+/// impl StageArgs for GrepArgs {
+///     const KIND: &'static str = "grep";
+///     type Output = Vec<String>;
+///     fn check(&self) -> Vec<String> {
+///         if self.pattern.is_empty() { vec!["pattern is empty".into()] } else { vec![] }
 ///     }
 /// }
-/// let (ctx, log) = StageContext::for_test(StageKind::new("echo").unwrap(), serde_json::json!({"x": 1}));
-/// let out = tokio::runtime::Runtime::new().unwrap().block_on(Echo.run(ctx)).unwrap();
-/// assert_eq!(out["x"], 1);
-/// assert_eq!(log.lines(), vec!["echoing"]);
+///
+/// #[derive(Debug)]
+/// struct Grep;
+///
+/// #[kgym_core::async_trait]
+/// impl StageWorker for Grep {
+///     type Args = GrepArgs;
+///     async fn run(&self, args: GrepArgs, ctx: &StageContext) -> Result<Vec<String>, StageFailure> {
+///         ctx.log(format!("grepping for {}", args.pattern));
+///         Ok(args.text.lines().filter(|l| l.contains(&args.pattern)).map(str::to_owned).collect())
+///     }
+/// }
+///
+/// // The runtime sees it as any other worker:
+/// use kgym_core::Worker;
+/// let arg = serde_json::json!({"pattern": "KASAN", "text": "ok\nBUG: KASAN: use-after-free"});
+/// let (ctx, log) = StageContext::for_test(GrepArgs::kind(), arg);
+/// let out = tokio::runtime::Runtime::new().unwrap().block_on(Worker::run(&Grep, ctx)).unwrap();
+/// assert_eq!(out, serde_json::json!(["BUG: KASAN: use-after-free"]));
+/// assert_eq!(log.lines(), vec!["grepping for KASAN"]);
+///
+/// // A bad argument is refused before `run`, with every problem listed:
+/// let (ctx, _) = StageContext::for_test(GrepArgs::kind(), serde_json::json!({"pattern": "", "text": ""}));
+/// let failure = tokio::runtime::Runtime::new().unwrap().block_on(Worker::run(&Grep, ctx)).unwrap_err();
+/// assert_eq!(failure.code, "bad-argument");
+/// assert_eq!(failure.message, "pattern is empty");
 /// ```
 #[async_trait]
-pub trait Worker: Send + Sync + fmt::Debug + 'static {
-    /// The stage kind this worker runs.
-    fn kind(&self) -> StageKind;
+pub trait StageWorker: Send + Sync + fmt::Debug + 'static {
+    /// The stage's argument (and through it, its kind and result type).
+    type Args: StageArgs;
 
-    /// Checks a stage argument at submit time, so a bad job is refused before
-    /// it runs. The default accepts every argument.
-    fn validate(&self, _arg: &serde_json::Value) -> Result<(), String> {
-        Ok(())
-    }
-
-    /// Runs one stage. `Ok` carries the typed result serialized; `Err` a
+    /// Runs one stage with its parsed and checked argument. `Err` is a
     /// failure that ends the job (or, when `retryable`, that the scheduler
     /// may hand to another worker). The worker must stop promptly, killing
     /// its subprocesses, once `ctx.cancel` fires.
+    async fn run(
+        &self,
+        args: Self::Args,
+        ctx: &StageContext,
+    ) -> Result<<Self::Args as StageArgs>::Output, StageFailure>;
+}
+
+/// Runs stages of one kind, with JSON in and out: what the runtime drives.
+/// Object safe (`Arc<dyn Worker>`); its [`StageSchema`] half names the kind
+/// and checks arguments at submit.
+///
+/// Implement [`StageWorker`] instead unless the argument has no fixed shape.
+#[async_trait]
+pub trait Worker: StageSchema {
+    /// Runs one stage. `Ok` carries the result serialized; `Err` a failure
+    /// that ends the job (or, when `retryable`, that the scheduler may hand
+    /// to another worker). The worker must stop promptly, killing its
+    /// subprocesses, once `ctx.cancel` fires.
     async fn run(&self, ctx: StageContext) -> Result<serde_json::Value, StageFailure>;
 }
 
-/// Where a stage's log lines go (the scheduler's job log, a progress bar, a
-/// test's buffer).
-pub trait LogSink: Send + Sync + fmt::Debug {
-    /// Records one line (without trailing newline).
-    fn line(&self, line: &str);
-}
+impl<W: StageWorker> StageSchema for W {
+    fn kind(&self) -> StageKind {
+        W::Args::kind()
+    }
 
-/// A sink that forwards to `tracing` only.
-#[derive(Debug, Default)]
-pub struct TracingSink;
-
-impl LogSink for TracingSink {
-    fn line(&self, line: &str) {
-        tracing::info!(target: "kgym::stage", "{line}");
+    fn validate(&self, arg: &serde_json::Value, at: &StagePosition<'_>) -> Result<(), InvalidArgs> {
+        ArgsSchema::<W::Args>::parse(arg, at).map(drop)
     }
 }
 
-/// A sink that keeps lines in memory (tests, embedded runs).
-#[derive(Debug, Default)]
-pub struct MemorySink(Mutex<Vec<String>>);
-
-impl MemorySink {
-    /// The lines so far.
-    pub fn lines(&self) -> Vec<String> {
-        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+#[async_trait]
+impl<W: StageWorker> Worker for W {
+    async fn run(&self, ctx: StageContext) -> Result<serde_json::Value, StageFailure> {
+        if ctx.kind != W::Args::kind() {
+            return Err(StageFailure::bad_argument(format!(
+                "a {} worker was handed a {} stage",
+                W::Args::kind(),
+                ctx.kind
+            )));
+        }
+        let args = ArgsSchema::<W::Args>::parse(&ctx.arg, &ctx.position())?;
+        let output = StageWorker::run(self, args, &ctx).await?;
+        serde_json::to_value(&output).map_err(|e| StageFailure::internal(&e))
     }
 }
 
-impl LogSink for MemorySink {
-    fn line(&self, line: &str) {
-        if let Ok(mut l) = self.0.lock() {
-            l.push(line.to_owned());
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::StageSpec;
+    use crate::{JobId, StageIndex};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Add {
+        a: i64,
+        b: i64,
+    }
+
+    impl StageArgs for Add {
+        const KIND: &'static str = "add";
+        type Output = i64;
+        fn check(&self) -> Vec<String> {
+            let mut p = Vec::new();
+            if self.a < 0 {
+                p.push("a is negative".to_owned());
+            }
+            if self.b < 0 {
+                p.push("b is negative".to_owned());
+            }
+            p
         }
     }
-}
 
-/// Everything a worker gets for one stage.
-#[derive(Clone)]
-pub struct StageContext {
-    /// The job.
-    pub job: JobId,
-    /// This stage's index.
-    pub stage: StageIndex,
-    /// This stage's kind.
-    pub kind: StageKind,
-    /// This stage's argument.
-    pub arg: serde_json::Value,
-    /// All stages of the job (for context).
-    pub stages: Vec<StageSpec>,
-    /// Results of the stages before this one, in order.
-    pub previous: Vec<StageResult>,
-    /// The job's tags.
-    pub tags: Tags,
-    /// Where artifacts go.
-    pub artifacts: ArtifactStore,
-    /// Fires when the job is aborted or the worker shuts down.
-    pub cancel: CancellationToken,
-    /// The name of the worker running the stage (hostname/slot).
-    pub worker: String,
-    logs: Arc<dyn LogSink>,
-}
+    #[derive(Debug)]
+    struct Adder;
 
-impl fmt::Debug for StageContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StageContext")
-            .field("job", &self.job)
-            .field("stage", &self.stage)
-            .field("kind", &self.kind)
-            .field("worker", &self.worker)
-            .finish_non_exhaustive()
-    }
-}
-
-impl StageContext {
-    /// A context for stage `stage` of a job whose stages are `stages`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        job: JobId,
-        stage: StageIndex,
-        stages: Vec<StageSpec>,
-        previous: Vec<StageResult>,
-        tags: Tags,
-        artifacts: ArtifactStore,
-        cancel: CancellationToken,
-        worker: impl Into<String>,
-        logs: Arc<dyn LogSink>,
-    ) -> Self {
-        let spec = stages.get(stage.as_usize()).cloned();
-        let (kind, arg) = match spec {
-            Some(s) => (s.kind, s.arg),
-            None => (StageKind::new("unknown").unwrap_or_else(|_| StageKind::build()), serde_json::Value::Null),
-        };
-        Self { job, stage, kind, arg, stages, previous, tags, artifacts, cancel, worker: worker.into(), logs }
+    #[async_trait]
+    impl StageWorker for Adder {
+        type Args = Add;
+        async fn run(&self, args: Add, _ctx: &StageContext) -> Result<i64, StageFailure> {
+            Ok(args.a + args.b)
+        }
     }
 
-    /// A one-stage context over an in-memory store, with the sink that
-    /// records its log (for examples and tests).
-    pub fn for_test(kind: StageKind, arg: serde_json::Value) -> (Self, Arc<MemorySink>) {
-        let sink = Arc::new(MemorySink::default());
-        let ctx = Self::new(
-            JobId::new(1),
-            StageIndex(0),
-            vec![StageSpec { kind, arg }],
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().build().unwrap()
+    }
+
+    #[test]
+    fn the_adapter_parses_checks_runs_and_serializes() {
+        let worker: std::sync::Arc<dyn Worker> = std::sync::Arc::new(Adder);
+        assert_eq!(worker.kind().as_str(), "add");
+        let (ctx, _) = StageContext::for_test(Add::kind(), serde_json::json!({"a": 2, "b": 3}));
+        assert_eq!(rt().block_on(worker.run(ctx)).unwrap(), serde_json::json!(5));
+
+        let (ctx, _) = StageContext::for_test(Add::kind(), serde_json::json!({"a": -1, "b": -2}));
+        let f = rt().block_on(worker.run(ctx)).unwrap_err();
+        assert_eq!(f.code, crate::failure::codes::BAD_ARGUMENT);
+        assert_eq!(f.message, "a is negative; b is negative");
+
+        let (ctx, _) = StageContext::for_test(Add::kind(), serde_json::json!({"a": "x"}));
+        let f = rt().block_on(worker.run(ctx)).unwrap_err();
+        assert!(f.message.starts_with("argument does not parse"), "{f}");
+    }
+
+    #[test]
+    fn a_stage_of_another_kind_is_refused() {
+        let (ctx, _) = StageContext::for_test(StageKind::build(), serde_json::json!({"a": 1, "b": 1}));
+        let f = rt().block_on(Worker::run(&Adder, ctx)).unwrap_err();
+        assert_eq!(f.message, "a add worker was handed a build stage");
+    }
+
+    #[test]
+    fn the_schema_half_validates_at_submit() {
+        let schema: std::sync::Arc<dyn StageSchema> = std::sync::Arc::new(Adder);
+        let stages = [StageSpec { kind: Add::kind(), arg: serde_json::json!({"a": 1, "b": -1}) }];
+        let err = schema.validate(&stages[0].arg, &StagePosition::new(StageIndex(0), &stages)).unwrap_err();
+        assert_eq!(err.problems, vec!["b is negative"]);
+    }
+
+    #[test]
+    fn a_context_for_a_missing_stage_is_an_error() {
+        let err = StageContext::new(
+            JobId::new(7),
+            StageIndex(1),
+            vec![StageSpec { kind: Add::kind(), arg: serde_json::Value::Null }],
             Vec::new(),
-            Tags::new(),
-            ArtifactStore::in_memory(),
-            CancellationToken::new(),
-            "test",
-            Arc::clone(&sink) as Arc<dyn LogSink>,
-        );
-        (ctx, sink)
-    }
-
-    /// Replaces the artifact store (builder style).
-    pub fn with_artifacts(mut self, artifacts: ArtifactStore) -> Self {
-        self.artifacts = artifacts;
-        self
-    }
-
-    /// Replaces the log sink (builder style).
-    pub fn with_logs(mut self, logs: Arc<dyn LogSink>) -> Self {
-        self.logs = logs;
-        self
-    }
-
-    /// Logs one line to the job log.
-    pub fn log(&self, line: impl AsRef<str>) {
-        self.logs.line(line.as_ref());
-    }
-
-    /// The log sink (to hand to helpers that stream subprocess output).
-    pub fn log_sink(&self) -> Arc<dyn LogSink> {
-        Arc::clone(&self.logs)
-    }
-
-    /// Decodes this stage's argument as `T`; a mismatch is a bad-argument
-    /// failure naming the problem.
-    pub fn arg_as<T: DeserializeOwned>(&self) -> Result<T, StageFailure> {
-        T::deserialize(&self.arg)
-            .map_err(|e| StageFailure::bad_argument(format!("argument of stage {} ({}): {e}", self.stage, self.kind)))
-    }
-
-    /// The key for artifact `name` of this stage.
-    pub fn artifact_key(&self, name: &str) -> Result<ArtifactKey, StageFailure> {
-        ArtifactKey::for_stage(self.job, self.stage, &self.kind, name)
-            .map_err(|e| StageFailure::bad_argument(e.to_string()))
-    }
-
-    /// The typed result of earlier stage `index`; a forward reference, a
-    /// missing or failed stage is a missing-input failure.
-    pub fn previous_result<T: DeserializeOwned>(&self, index: StageIndex) -> Result<T, StageFailure> {
-        if index >= self.stage {
-            return Err(StageFailure::new(
-                codes::MISSING_INPUT,
-                format!("stage {} refers to stage {index}, which does not run before it", self.stage),
-            ));
-        }
-        let res = self
-            .previous
-            .get(index.as_usize())
-            .ok_or_else(|| StageFailure::new(codes::MISSING_INPUT, format!("stage {index} has no result")))?;
-        if res.outcome != Outcome::Success {
-            return Err(StageFailure::new(codes::MISSING_INPUT, format!("stage {index} did not succeed")));
-        }
-        res.decode().map_err(|e| {
-            StageFailure::new(codes::MISSING_INPUT, format!("result of stage {index} has an unexpected shape: {e}"))
-        })
-    }
-
-    /// A failure if the stage was cancelled (check between steps).
-    pub fn check_cancelled(&self) -> Result<(), StageFailure> {
-        if self.cancel.is_cancelled() { Err(StageFailure::cancelled()) } else { Ok(()) }
+            Default::default(),
+            crate::ArtifactStore::in_memory(),
+            Default::default(),
+            "w",
+            std::sync::Arc::new(crate::TracingSink),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "find stage 1 of job 00000007: the job has 1 stages");
     }
 }

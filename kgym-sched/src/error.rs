@@ -216,6 +216,16 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A stored job's cursor points past its stages (a corrupt row).
+    #[error("find stage {stage} of job {job}: the job has {stages} stages")]
+    NoSuchStage {
+        /// The job.
+        job: JobId,
+        /// The stage asked for.
+        stage: StageIndex,
+        /// How many stages the job has.
+        stages: usize,
+    },
     /// A background task panicked or was cancelled.
     #[error("run {what}")]
     Task {
@@ -248,7 +258,8 @@ impl Error {
         move |source| Self::Database { op, source }
     }
 
-    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+    /// A [`Error::BadRequest`] with `message`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest { message: message.into() }
     }
 }

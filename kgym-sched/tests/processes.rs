@@ -11,11 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Sleepy, finish, wait_until};
+use common::{Sleepy, TestGym, TestGymConfig, finish, wait_until};
 use kgym_core::{JobSpec, JobStatus, StageKind};
-use kgym_sched::http::{HttpScheduler, HttpWorkerBackend};
-use kgym_sched::runtime::WorkerRuntime;
-use kgym_sched::{Embedded, Scheduler, SchedulerExt};
+use kgym_sched::http::{HttpScheduler, HttpWorkerBackend, ServerOptions};
+use kgym_sched::runtime::{RuntimeOptions, WorkerRuntime};
+use kgym_sched::sqlite::SchedulerOptions;
+use kgym_sched::{Scheduler, SchedulerExt};
 use serde_json::json;
 
 const TOKEN: &str = "t0ken";
@@ -59,6 +60,18 @@ impl Drop for Proc {
     }
 }
 
+/// A scheduler for remote `sleepy` workers, its database in `dir`.
+async fn remote_gym(dir: &Path, lease: Duration) -> TestGym {
+    TestGym::start(TestGymConfig {
+        database: Some(dir.join("jobs.sqlite3")),
+        kinds: vec![StageKind::new("sleepy").unwrap()],
+        scheduler: SchedulerOptions::default().lease_ttl(lease),
+        http: Some(ServerOptions::default().token(Some(TOKEN.into()))),
+        ..Default::default()
+    })
+    .await
+}
+
 fn sleepy(ms: u64) -> JobSpec {
     JobSpec::new().stage(StageKind::new("sleepy").unwrap(), &json!({"sleep_ms": ms}))
 }
@@ -75,33 +88,30 @@ async fn child_process_entry() {
         "worker" => {
             let url = std::env::var("URL").unwrap();
             let backend = Arc::new(HttpWorkerBackend::new(&url).unwrap().with_token(TOKEN));
-            let rt = WorkerRuntime::builder(backend)
+            let options = RuntimeOptions::default()
                 .host(host)
-                .worker(worker, 1)
-                .heartbeat_interval(Duration::from_millis(100))
-                .claim_wait(Duration::from_secs(2))
-                .start()
-                .await
-                .unwrap();
+                .heartbeat(Duration::from_millis(100))
+                .claim_wait(Duration::from_secs(2));
+            let rt = WorkerRuntime::builder(backend).options(options).worker(worker, 1).start().await.unwrap();
             rt.run_until_signal().await.unwrap();
         }
         "scheduler" => {
             let dir = PathBuf::from(std::env::var("DIR").unwrap());
-            let gym = Embedded::builder()
-                .data_dir(&dir)
-                .host(host)
-                .worker(worker, 1)
-                .lease_ttl(Duration::from_secs(1))
-                .heartbeat_interval(Duration::from_millis(100))
-                .serve_http("127.0.0.1:0".parse().unwrap(), Some(TOKEN.into()))
-                .build()
-                .await
-                .unwrap();
+            let gym = TestGym::start(TestGymConfig {
+                database: Some(dir.join("jobs.sqlite3")),
+                workers: vec![(worker, 1)],
+                scheduler: SchedulerOptions::default().lease_ttl(Duration::from_secs(1)),
+                runtime: Some(RuntimeOptions::default().host(host).heartbeat(Duration::from_millis(100))),
+                http: Some(ServerOptions::default().token(Some(TOKEN.into()))),
+                ..Default::default()
+            })
+            .await;
             // Tell the parent where we listen (atomically).
             let tmp = dir.join("addr.tmp");
-            std::fs::write(&tmp, gym.http_url().unwrap()).unwrap();
+            std::fs::write(&tmp, gym.url()).unwrap();
             std::fs::rename(&tmp, dir.join("addr")).unwrap();
-            gym.run_until_signal().await.unwrap();
+            kgym_sched::runtime::wait_for_signal().await.unwrap();
+            gym.shutdown().await;
         }
         other => panic!("unknown role {other}"),
     }
@@ -121,15 +131,8 @@ fn read_addr(dir: &Path, limit: Duration) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_with_sigkill_loses_its_lease_and_the_job_still_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let gym = Embedded::builder()
-        .data_dir(dir.path())
-        .accept_kind(StageKind::new("sleepy").unwrap())
-        .lease_ttl(Duration::from_secs(1))
-        .serve_http("127.0.0.1:0".parse().unwrap(), Some(TOKEN.into()))
-        .build()
-        .await
-        .unwrap();
-    let url = gym.http_url().unwrap();
+    let gym = remote_gym(dir.path(), Duration::from_secs(1)).await;
+    let url = gym.url();
     let sched = gym.scheduler();
     let id = sched.submit(sleepy(600_000)).await.unwrap();
 
@@ -186,15 +189,8 @@ async fn the_scheduler_killed_mid_job_and_restarted_finishes_every_job() {
 async fn a_worker_sent_sigterm_hands_its_stage_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
     // A long lease: only a hand-back can put the stage back quickly.
-    let gym = Embedded::builder()
-        .data_dir(dir.path())
-        .accept_kind(StageKind::new("sleepy").unwrap())
-        .lease_ttl(Duration::from_secs(600))
-        .serve_http("127.0.0.1:0".parse().unwrap(), Some(TOKEN.into()))
-        .build()
-        .await
-        .unwrap();
-    let url = gym.http_url().unwrap();
+    let gym = remote_gym(dir.path(), Duration::from_secs(600)).await;
+    let url = gym.url();
     let sched = gym.scheduler();
     let id = sched.submit(sleepy(600_000)).await.unwrap();
     let mut a = Proc::spawn("worker", &[("URL", url.clone()), ("HOST", "child-a".into())]);

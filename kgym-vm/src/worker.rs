@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kgym_core::failure::codes;
-use kgym_core::stage::StageArgs;
 use kgym_core::stage::build::BuildResult;
-use kgym_core::stage::reproduce::{FileRef, KernelRef, ReproduceArgs, Userspace};
-use kgym_core::{ArtifactKey, StageContext, StageFailure, StageKind, Worker};
+use kgym_core::stage::reproduce::{FileRef, KernelRef, ReproduceArgs, ReproduceResult, Userspace};
+use kgym_core::{ArtifactKey, StageContext, StageFailure, StageWorker};
 
 use crate::error::Error;
 use crate::outcome;
@@ -72,13 +71,13 @@ async fn fetch(ctx: &StageContext, file: &FileRef, dir: &Path, name: &str) -> Re
     }
 }
 
+/// A readable local file of the artifact: the stored file itself in a local
+/// store (QEMU and addr2line only read it), a download into `dir` otherwise.
 async fn get_artifact(ctx: &StageContext, key: &ArtifactKey, dir: &Path, name: &str) -> Result<PathBuf, StageFailure> {
-    let dst = dir.join(name);
     ctx.artifacts
-        .get_to_file(key, &dst)
+        .local_copy(key, &dir.join(name))
         .await
-        .map_err(|source| failure_of(&Error::Artifact { key: key.to_string(), source }))?;
-    Ok(dst)
+        .map_err(|source| failure_of(&Error::Artifact { key: key.to_string(), source }))
 }
 
 async fn store(ctx: &StageContext, key: ArtifactKey, data: Vec<u8>) -> Result<ArtifactKey, StageFailure> {
@@ -90,23 +89,10 @@ async fn store(ctx: &StageContext, key: ArtifactKey, data: Vec<u8>) -> Result<Ar
 }
 
 #[async_trait]
-impl Worker for ReproduceWorker {
-    fn kind(&self) -> StageKind {
-        StageKind::reproduce()
-    }
+impl StageWorker for ReproduceWorker {
+    type Args = ReproduceArgs;
 
-    fn validate(&self, arg: &serde_json::Value) -> Result<(), String> {
-        let args: ReproduceArgs = serde_json::from_value(arg.clone()).map_err(|e| e.to_string())?;
-        let problems = args.check();
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
-    }
-
-    async fn run(&self, ctx: StageContext) -> Result<serde_json::Value, StageFailure> {
-        let args: ReproduceArgs = ctx.arg_as()?;
-        let problems = args.check();
-        if !problems.is_empty() {
-            return Err(StageFailure::bad_argument(problems.join("; ")));
-        }
+    async fn run(&self, args: ReproduceArgs, ctx: &StageContext) -> Result<ReproduceResult, StageFailure> {
         std::fs::create_dir_all(&self.scratch).map_err(|e| StageFailure::internal(&e))?;
         let dir = tempfile::Builder::new()
             .prefix("kgym-reproduce-")
@@ -116,14 +102,14 @@ impl Worker for ReproduceWorker {
             KernelRef::FromStage { stage } => {
                 let b: BuildResult = ctx.previous_result(*stage)?;
                 ctx.log(format!("fetching the kernel built by stage {stage}"));
-                let k = get_artifact(&ctx, &b.bzimage, dir.path(), "bzImage").await?;
-                let v = get_artifact(&ctx, &b.vmlinux, dir.path(), "vmlinux").await?;
+                let k = get_artifact(ctx, &b.bzimage, dir.path(), "bzImage").await?;
+                let v = get_artifact(ctx, &b.vmlinux, dir.path(), "vmlinux").await?;
                 (k, Some(v), b.arch, b.cmdline.clone())
             }
             KernelRef::Files { bzimage, vmlinux } => {
-                let k = fetch(&ctx, bzimage, dir.path(), "bzImage").await?;
+                let k = fetch(ctx, bzimage, dir.path(), "bzImage").await?;
                 let v = match vmlinux {
-                    Some(v) => Some(fetch(&ctx, v, dir.path(), "vmlinux").await?),
+                    Some(v) => Some(fetch(ctx, v, dir.path(), "vmlinux").await?),
                     None => None,
                 };
                 // Given files say nothing about their arch but the
@@ -136,8 +122,8 @@ impl Worker for ReproduceWorker {
         let userspace = match &args.userspace {
             Userspace::Initramfs => UserspaceSpec::Initramfs,
             Userspace::Image { image, ssh_key, ssh_user, root_device } => UserspaceSpec::Image(DiskImage {
-                path: fetch(&ctx, image, dir.path(), "disk.img").await?,
-                ssh_key: fetch(&ctx, ssh_key, dir.path(), "ssh.key").await?,
+                path: fetch(ctx, image, dir.path(), "disk.img").await?,
+                ssh_key: fetch(ctx, ssh_key, dir.path(), "ssh.key").await?,
                 ssh_user: ssh_user.clone(),
                 root_device: root_device.clone(),
             }),
@@ -160,16 +146,16 @@ impl Worker for ReproduceWorker {
             policy: args.policy,
             cmdline,
         };
-        let out = self.runner.run(req, &RunContext::from_stage(&ctx)).await.map_err(|e| failure_of(&e))?;
+        let out = self.runner.run(req, &RunContext::from_stage(ctx)).await.map_err(|e| failure_of(&e))?;
 
         let mut keys = HashMap::new();
         for b in out.boots.iter().filter(|b| b.crash().is_some()) {
             let base = format!("incidents/{}-{}", b.instance, b.run);
             let log_key = ctx.artifact_key(&format!("{base}/log"))?;
-            let log_key = store(&ctx, log_key, b.log.clone()).await?;
+            let log_key = store(ctx, log_key, b.log.clone()).await?;
             let report_key = match &b.report {
                 Some(r) => {
-                    Some(store(&ctx, ctx.artifact_key(&format!("{base}/report"))?, r.text.clone().into_bytes()).await?)
+                    Some(store(ctx, ctx.artifact_key(&format!("{base}/report"))?, r.text.clone().into_bytes()).await?)
                 }
                 None => None,
             };
@@ -177,13 +163,14 @@ impl Worker for ReproduceWorker {
         }
         let result = outcome::to_reproduce_result(&out, &keys);
         ctx.log(format!("{}: {}", result.message, result.title.as_deref().unwrap_or("-")));
-        serde_json::to_value(&result).map_err(|e| StageFailure::internal(&e))
+        Ok(result)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kgym_core::{StageKind, StageSchema, Worker};
 
     #[test]
     fn errors_map_to_stable_codes() {
@@ -220,21 +207,25 @@ mod tests {
     #[tokio::test]
     async fn bad_arguments_and_missing_inputs_fail_before_running() {
         let w = ReproduceWorker::new(Arc::new(NeverRuns));
-        assert!(w.validate(&serde_json::json!({"kernel": {"type": "from_stage", "stage": 0}})).is_err());
+        let err = w.validate_alone(&serde_json::json!({"kernel": {"type": "from_stage", "stage": 0}})).unwrap_err();
+        assert!(err.problems[0].starts_with("argument does not parse"), "{err}");
         let arg = serde_json::json!({
             "kernel": {"type": "files", "bzimage": {"path": "/nonexistent/bzImage"}},
             "reproducer": {"kind": "c", "text": "int main(){}"}
         });
-        assert!(w.validate(&arg).is_ok());
+        assert!(w.validate_alone(&arg).is_ok());
         let (ctx, _log) = StageContext::for_test(StageKind::reproduce(), arg);
-        let f = w.run(ctx).await.unwrap_err();
+        let f = Worker::run(&w, ctx).await.unwrap_err();
         assert_eq!(f.code, codes::MISSING_INPUT, "{f}");
         let from_stage = serde_json::json!({
             "kernel": {"type": "from_stage", "stage": 0},
             "reproducer": {"kind": "c", "text": "int main(){}"}
         });
         let (ctx, _log) = StageContext::for_test(StageKind::reproduce(), from_stage);
-        // Stage 0 refers to itself: not an earlier stage.
-        assert_eq!(w.run(ctx).await.unwrap_err().code, codes::MISSING_INPUT);
+        // Stage 0 refers to itself: not an earlier stage (refused by the
+        // argument check before the worker runs).
+        let f = Worker::run(&w, ctx).await.unwrap_err();
+        assert_eq!(f.code, codes::BAD_ARGUMENT, "{f}");
+        assert!(f.message.contains("does not run before stage 0"), "{f}");
     }
 }

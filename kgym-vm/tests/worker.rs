@@ -11,7 +11,7 @@ use kgym_core::stage::build::{Arch, BuildResult, BuildTimings, CacheStatus};
 use kgym_core::stage::reproduce::{CrashKind, KernelRef, ReproduceArgs, ReproduceResult, Reproducer};
 use kgym_core::{
     ArtifactKey, ArtifactStore, CancellationToken, JobId, MemorySink, StageContext, StageIndex, StageKind, StageResult,
-    StageSpec, Tags, Worker,
+    StageSchema, StageSpec, Tags, Worker,
 };
 use kgym_vm::ReproduceWorker;
 
@@ -60,7 +60,8 @@ async fn reproduce_stage_boots_the_kernel_of_the_build_stage_and_stores_incident
         CancellationToken::new(),
         "test",
         sink.clone(),
-    );
+    )
+    .unwrap();
     let runner = runner_in(dir.path()).build().unwrap();
     let worker = ReproduceWorker::new(Arc::new(runner)).scratch_dir(dir.path().join("scratch"));
     assert_eq!(worker.kind(), StageKind::reproduce());

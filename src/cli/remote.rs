@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use futures::StreamExt;
+use kgym::compat::RawJob;
 use kgym::core::{Job, JobId, JobSpec, Outcome, StageIndex};
-use kgym::sched::compat::RawJob;
 use kgym::sched::http::HttpScheduler;
 use kgym::sched::types::{JobEvent, JobLogEntry, LogQuery, MAX_PAGE};
 use kgym::sched::{Scheduler, SchedulerExt};
@@ -192,7 +192,7 @@ pub async fn submit(a: SubmitArgs, _c: &Common) -> CmdResult {
     let value = read_job(&a.job)?;
     let id = if value.get("job_workers").is_some() {
         let raw: RawJob = serde_json::from_value(value).map_err(|e| format!("read the kGym payload: {e}"))?;
-        sched.submit_kgym(&raw).await?
+        kgym::compat::submit_raw_job(&sched, &raw).await?
     } else {
         let spec: JobSpec = serde_json::from_value(value).map_err(|e| format!("read the job spec: {e}"))?;
         sched.submit(spec).await?

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use futures::StreamExt;
 use kgym::Gym;
+use kgym::compat::{CompatOptions, RawJob};
 use kgym::core::{Job, JobSpec, JobStatus, Outcome};
-use kgym::sched::compat::{CompatOptions, RawJob};
 use kgym::sched::types::JobEvent;
 use kgym::sched::{Scheduler, SchedulerExt};
 
@@ -34,7 +34,7 @@ pub fn read_spec(path: &std::path::Path) -> Result<JobSpec, Box<dyn std::error::
     if value.get("job_workers").is_some() {
         let raw: RawJob =
             serde_json::from_value(value).map_err(|e| format!("parse kGym job {}: {e}", path.display()))?;
-        return kgym::sched::compat::convert(&raw, &CompatOptions::default()).map_err(|problems| {
+        return kgym::compat::convert(&raw, &CompatOptions::default()).map_err(|problems| {
             let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
             format!("convert kGym job {}:\n{}", path.display(), list.join("\n")).into()
         });

@@ -29,7 +29,7 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
         .gym()
         .build_slots(args.build_slots)
         .reproduce_slots(args.reproduce_slots)
-        .serve_http(args.listen, args.token)
+        .serve_http(args.listen, kgym::sched::http::ServerOptions::default().token(args.token))
         .start()
         .await?;
     eprintln!(

@@ -1,30 +1,57 @@
 //! Typed arguments and results of the stock stages: [`build`],
-//! [`reproduce`] and [`patch_check`].
+//! [`reproduce`] and [`patch_check`], and what makes an argument type a
+//! stage: [`StageArgs`] (its kind, result type and checks) and
+//! [`StageSchema`] (the object-safe check a scheduler runs at submit).
 //!
 //! On the wire a stage argument is JSON; these types give it a shape,
 //! defaults and validation. Field names are snake_case; kGym's kebab-case
-//! payloads are converted by the compatibility layer of `kgym-sched`.
+//! payloads are converted by `kgym-compat`.
 
 pub mod build;
 pub mod patch_check;
+mod position;
 pub mod reproduce;
+mod schema;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::id::StageKind;
 
+pub use position::{StagePosition, stage_refs};
+pub use schema::{ArgsSchema, InvalidArgs, StageSchema, schema_of, stock_schemas};
+
 /// A stage argument type tied to its stage kind and result type.
-pub trait StageArgs: Serialize + DeserializeOwned {
-    /// The kind name of the stage this argument is for.
+///
+/// ```
+/// use kgym_core::stage::StageArgs;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct CountArgs { up_to: u32 }
+///
+/// impl StageArgs for CountArgs {
+///     const KIND: &'static str = "count"; // "Count" would not compile
+///     type Output = Vec<u32>;
+///     fn check(&self) -> Vec<String> {
+///         if self.up_to > 1000 { vec!["up_to must be at most 1000".into()] } else { vec![] }
+///     }
+/// }
+/// assert_eq!(CountArgs::kind().as_str(), "count");
+/// ```
+pub trait StageArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The kind name of the stage this argument is for: 1–64 characters of
+    /// `[a-z0-9_-]`, checked when the program is compiled.
     const KIND: &'static str;
     /// The stage's typed result.
-    type Output: Serialize + DeserializeOwned;
+    type Output: Serialize + DeserializeOwned + Send + 'static;
 
     /// The stage kind.
     fn kind() -> StageKind {
-        // KIND constants are valid kind names (checked by a test).
-        StageKind::new(Self::KIND).unwrap_or_else(|_| StageKind::build())
+        // A bad KIND is a compile error where this is instantiated, not a
+        // silent fallback to another kind at run time.
+        const { assert!(StageKind::is_valid_name(Self::KIND), "StageArgs::KIND must be 1-64 characters of [a-z0-9_-]") };
+        StageKind::from_checked(Self::KIND)
     }
 
     /// Checks what serde cannot (ranges, consistency). Every problem is
@@ -32,23 +59,12 @@ pub trait StageArgs: Serialize + DeserializeOwned {
     fn check(&self) -> Vec<String> {
         Vec::new()
     }
-}
 
-/// Validates `arg` as the argument of stock stage `kind`: `Some(problems)`
-/// when `kind` is a stock kind (empty when the argument is fine), `None` for
-/// kinds this crate does not know.
-pub fn validate_stock(kind: &StageKind, arg: &serde_json::Value) -> Option<Vec<String>> {
-    fn check<A: StageArgs>(arg: &serde_json::Value) -> Vec<String> {
-        match A::deserialize(arg) {
-            Ok(a) => a.check(),
-            Err(e) => vec![format!("argument does not parse: {e}")],
-        }
-    }
-    match kind.as_str() {
-        StageKind::BUILD => Some(check::<build::BuildArgs>(arg)),
-        StageKind::REPRODUCE => Some(check::<reproduce::ReproduceArgs>(arg)),
-        StageKind::PATCH_CHECK => Some(check::<patch_check::PatchCheckArgs>(arg)),
-        _ => None,
+    /// [`check`](Self::check) plus what depends on the stage's place in its
+    /// job (e.g. that the stage it takes its kernel from is a build). The
+    /// default is `check`.
+    fn check_at(&self, _at: &StagePosition<'_>) -> Vec<String> {
+        self.check()
     }
 }
 
@@ -61,12 +77,5 @@ mod tests {
         assert_eq!(build::BuildArgs::kind().as_str(), "build");
         assert_eq!(reproduce::ReproduceArgs::kind().as_str(), "reproduce");
         assert_eq!(patch_check::PatchCheckArgs::kind().as_str(), "patch-check");
-    }
-
-    #[test]
-    fn validate_stock_reports_parse_errors_and_ignores_custom_kinds() {
-        let problems = validate_stock(&StageKind::build(), &serde_json::json!({"source": 3})).unwrap();
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(validate_stock(&StageKind::new("custom").unwrap(), &serde_json::json!(null)).is_none());
     }
 }

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactKey;
 use crate::id::StageIndex;
+use crate::id::StageKind;
 use crate::machine::MachineSpec;
-use crate::stage::StageArgs;
+use crate::stage::{StageArgs, StagePosition};
 
 /// A file the runner reads: a path on the runner's host or an artifact.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -196,6 +197,16 @@ impl StageArgs for ReproduceArgs {
         }
         if self.reproducer.text.trim().is_empty() {
             problems.push("reproducer.text is empty".to_owned());
+        }
+        problems
+    }
+
+    fn check_at(&self, at: &StagePosition<'_>) -> Vec<String> {
+        let mut problems = self.check();
+        if let KernelRef::FromStage { stage } = &self.kernel
+            && let Some(p) = at.check_input("/kernel", *stage, Some(StageKind::BUILD))
+        {
+            problems.push(p);
         }
         problems
     }

@@ -9,7 +9,6 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::conn::Conn;
-use crate::compat::RawJob;
 use crate::error::{Error, Result};
 use crate::scheduler::{EventStream, Scheduler};
 use crate::types::{
@@ -86,9 +85,16 @@ impl HttpScheduler {
         self.conn.base()
     }
 
-    /// Submits a kGym payload (`POST /jobs/new_raw_job`).
-    pub async fn submit_kgym(&self, raw: &RawJob) -> Result<JobId> {
-        self.conn.json(Method::POST, "/jobs/new_raw_job", Some(raw)).await
+    /// Calls a route the server serves beside the scheduler API (one merged
+    /// in by another crate): `method path` with `body` as JSON, the answer
+    /// decoded as `T`; error answers become [`Error::Remote`].
+    pub async fn call<B: serde::Serialize + Sync, T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        self.conn.json(method, path, body).await
     }
 }
 

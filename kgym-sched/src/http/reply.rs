@@ -1,5 +1,6 @@
 //! How the server answers errors, and extractors that turn bad input into
-//! 400s with messages (413 for bodies over the limit).
+//! 400s with messages (413 for bodies over the limit). Public so routes
+//! merged in from other crates answer the same way.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -14,7 +15,7 @@ use crate::error::Error;
 
 /// An error as an HTTP answer: status + `{code, error, detail, ...}`.
 #[derive(Debug)]
-pub(crate) struct ApiError(pub Error);
+pub struct ApiError(pub Error);
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -23,7 +24,7 @@ impl From<Error> for ApiError {
 }
 
 /// The status and machine-readable code of an error.
-pub(crate) fn classify(e: &Error) -> (StatusCode, &'static str) {
+pub fn classify(e: &Error) -> (StatusCode, &'static str) {
     match e {
         Error::JobNotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
         Error::Validation { .. } => (StatusCode::BAD_REQUEST, "validation"),
@@ -36,7 +37,7 @@ pub(crate) fn classify(e: &Error) -> (StatusCode, &'static str) {
 }
 
 /// An error answer with extra fields.
-pub(crate) fn error_response(status: StatusCode, code: &str, message: String, extra: Value) -> Response {
+pub fn error_response(status: StatusCode, code: &str, message: String, extra: Value) -> Response {
     let mut body = json!({"code": code, "error": message, "detail": message});
     if let (Value::Object(b), Value::Object(x)) = (&mut body, extra) {
         b.extend(x);
@@ -71,7 +72,7 @@ impl IntoResponse for ApiError {
 }
 
 /// `Json<T>` whose rejections are 400 (or 413) with our error body.
-pub(crate) struct ApiJson<T>(pub T);
+pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Response;
@@ -97,7 +98,7 @@ fn json_rejection(rej: JsonRejection) -> Response {
 }
 
 /// `Query<T>` whose rejections are 400 with our error body.
-pub(crate) struct ApiQuery<T>(pub T);
+pub struct ApiQuery<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = Response;
@@ -115,11 +116,11 @@ fn query_rejection(rej: QueryRejection) -> Response {
 }
 
 /// A JSON answer.
-pub(crate) fn ok<T: Serialize>(v: T) -> Response {
+pub fn ok<T: Serialize>(v: T) -> Response {
     axum::Json(v).into_response()
 }
 
 /// Parses a job id path segment.
-pub(crate) fn job_id(text: &str) -> Result<kgym_core::JobId, ApiError> {
+pub fn job_id(text: &str) -> Result<kgym_core::JobId, ApiError> {
     text.parse().map_err(|e: kgym_core::Error| ApiError(Error::bad_request(e.to_string())))
 }

@@ -1,6 +1,6 @@
-//! The axum server: routes (typed API, kGym routes, worker protocol),
-//! bearer-token auth on writes, body limits, and the running server's
-//! handle.
+//! The axum server: routes (typed API, worker protocol, and whatever other
+//! crates merge in), bearer-token auth on writes, body limits, and the
+//! running server's handle.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::reply::error_response;
-use super::{api_routes as api, kgym_routes as kgym, worker_routes as wk};
-use crate::compat::CompatOptions;
+use super::{api_routes as api, worker_routes as wk};
 use crate::error::{Error, Result};
 use crate::scheduler::Scheduler;
 use crate::worker_api::WorkerBackend;
@@ -31,7 +30,6 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
 pub(crate) struct AppState {
     pub sched: Arc<dyn Scheduler>,
     pub workers: Option<Arc<dyn WorkerBackend>>,
-    pub compat: Arc<CompatOptions>,
 }
 
 /// A router that remembers each (method, path) it serves, so the OpenAPI
@@ -76,26 +74,11 @@ fn routes() -> Routes {
         .add("post", "/api/v1/workers/report", post(wk::report))
         .add("post", "/api/v1/workers/yield", post(wk::yield_stage))
         .add("post", "/api/v1/workers/event", post(wk::event))
-        // kGym's routes.
-        .add("post", "/jobs/new_raw_job", post(kgym::new_raw_job))
-        .add("get", "/jobs/", get(kgym::list))
-        .add("get", "/jobs", get(kgym::list))
-        .add("get", "/jobs/{id}", get(kgym::get))
-        .add("get", "/jobs/{id}/log", get(kgym::log))
-        .add("post", "/jobs/{id}/abort", post(kgym::abort))
-        .add("post", "/jobs/{id}/restart", post(kgym::restart))
-        .add("post", "/jobs/{id}/reset", post(kgym::reset))
-        .add("get", "/jobs/{id}/keys", get(kgym::keys))
-        .add("post", "/jobs/{id}/keys", post(kgym::update_keys))
-        .add("get", "/jobs/{id}/keys/{key}", get(kgym::key))
-        .add("get", "/jobs/kv/{key}", get(kgym::kv))
-        .add("get", "/system/workers/types/{kind}/log", get(kgym::worker_type_log))
-        .add("get", "/system/workers/instances/{hostname}/log", get(kgym::worker_instance_log))
-        .add("get", "/system/displays/jobs/log", get(kgym::jobs_display))
-        .add("get", "/system/displays/workers/log", get(kgym::workers_display))
+    // kGym's routes.
 }
 
-/// The (method, path) pairs the server serves, for the OpenAPI check.
+/// The (method, path) pairs the server itself serves (not the merged
+/// routers'), for the OpenAPI check.
 pub fn route_table() -> Vec<(&'static str, &'static str)> {
     routes().table
 }
@@ -140,14 +123,46 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// How the server treats requests: one value passed whole from the
+/// facade's `GymBuilder` down to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Requires `Authorization: Bearer <token>` on every write (POST, PUT,
+    /// PATCH, DELETE) when set (an empty token counts as none). Mandatory
+    /// when listening beyond loopback.
+    pub token: Option<String>,
+    /// The largest accepted request body (413 beyond).
+    pub body_limit: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { token: None, body_limit: DEFAULT_BODY_LIMIT }
+    }
+}
+
+impl ServerOptions {
+    /// Sets [`token`](Self::token).
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// Sets [`body_limit`](Self::body_limit).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+}
+
 /// Configures the HTTP server.
 #[derive(Debug)]
 pub struct ServerBuilder {
     sched: Arc<dyn Scheduler>,
     workers: Option<Arc<dyn WorkerBackend>>,
-    token: Option<String>,
-    body_limit: usize,
-    compat: CompatOptions,
+    options: ServerOptions,
+    merged: Vec<Router>,
 }
 
 /// Entry point: `HttpServer::builder(scheduler)...serve(addr)`.
@@ -157,13 +172,7 @@ pub struct HttpServer;
 impl HttpServer {
     /// A server over `sched`.
     pub fn builder(sched: Arc<dyn Scheduler>) -> ServerBuilder {
-        ServerBuilder {
-            sched,
-            workers: None,
-            token: None,
-            body_limit: DEFAULT_BODY_LIMIT,
-            compat: CompatOptions::default(),
-        }
+        ServerBuilder { sched, workers: None, options: ServerOptions::default(), merged: Vec::new() }
     }
 }
 
@@ -175,48 +184,40 @@ impl ServerBuilder {
         self
     }
 
-    /// Requires `Authorization: Bearer <token>` on every write (POST, PUT,
-    /// PATCH, DELETE). Mandatory when listening beyond loopback.
-    pub fn token(mut self, token: Option<String>) -> Self {
-        self.token = token.filter(|t| !t.is_empty());
+    /// Token and body limit.
+    pub fn options(mut self, options: ServerOptions) -> Self {
+        self.options = ServerOptions { token: options.token.filter(|t| !t.is_empty()), ..options };
         self
     }
 
-    /// The largest accepted request body (413 beyond).
-    pub fn body_limit(mut self, bytes: usize) -> Self {
-        self.body_limit = bytes;
-        self
-    }
-
-    /// Settings of the kGym payload conversion.
-    pub fn compat(mut self, compat: CompatOptions) -> Self {
-        self.compat = compat;
+    /// Serves `router`'s routes beside the server's own (e.g. kGym's routes
+    /// from `kgym-compat`, or a dashboard). They sit behind the same token
+    /// check and body limit; a path both serve is a programming error
+    /// (axum panics when the server is built).
+    pub fn merge(mut self, router: Router) -> Self {
+        self.merged.push(router);
         self
     }
 
     /// The router, to serve or to nest in another axum app.
     pub fn router(&self) -> Router {
-        let state = AppState {
-            sched: Arc::clone(&self.sched),
-            workers: self.workers.clone(),
-            compat: Arc::new(self.compat.clone()),
-        };
-        let token: Option<Arc<str>> = self.token.as_deref().map(Arc::from);
-        routes()
-            .router
+        let state = AppState { sched: Arc::clone(&self.sched), workers: self.workers.clone() };
+        let token: Option<Arc<str>> = self.options.token.as_deref().map(Arc::from);
+        let own: Router = routes().router.with_state(state);
+        self.merged
+            .iter()
+            .cloned()
+            .fold(own, Router::merge)
             .fallback(no_route)
             .method_not_allowed_fallback(no_method)
             .layer(middleware::from_fn_with_state(token, require_token))
-            .layer(DefaultBodyLimit::max(self.body_limit))
-            .with_state(state)
+            .layer(DefaultBodyLimit::max(self.options.body_limit))
     }
 
     /// Binds `addr` and serves until [`ServerHandle::shutdown`]. Refuses to
     /// listen beyond loopback without a token.
     pub async fn serve(self, addr: SocketAddr) -> Result<ServerHandle> {
-        if !addr.ip().is_loopback() && self.token.is_none() {
-            return Err(Error::InsecureListen { addr });
-        }
+        check_listen(addr, &self.options)?;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
         let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
         let app = self.router();
@@ -231,6 +232,15 @@ impl ServerBuilder {
         tracing::info!(addr = %local, "HTTP API listening");
         Ok(ServerHandle { addr: local, stop, task })
     }
+}
+
+/// Refuses to listen beyond loopback without a token. Call it before
+/// anything else starts, so a refused setting changes nothing.
+pub fn check_listen(addr: SocketAddr, options: &ServerOptions) -> Result<()> {
+    if !addr.ip().is_loopback() && options.token.as_deref().is_none_or(str::is_empty) {
+        return Err(Error::InsecureListen { addr });
+    }
+    Ok(())
 }
 
 /// A running server.

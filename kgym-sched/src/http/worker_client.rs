@@ -19,8 +19,8 @@ use crate::worker_api::{Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, Stag
 /// use kgym_sched::http::HttpWorkerBackend;
 /// use kgym_sched::runtime::WorkerRuntime;
 /// # #[derive(Debug)] struct MyWorker;
+/// # impl kgym_core::StageSchema for MyWorker { fn kind(&self) -> kgym_core::StageKind { kgym_core::StageKind::build() } }
 /// # #[async_trait::async_trait] impl kgym_core::Worker for MyWorker {
-/// #   fn kind(&self) -> kgym_core::StageKind { kgym_core::StageKind::build() }
 /// #   async fn run(&self, _: kgym_core::StageContext) -> Result<serde_json::Value, kgym_core::StageFailure> { Ok(serde_json::Value::Null) } }
 /// let backend = Arc::new(HttpWorkerBackend::new("http://sched:8000")?.with_token("secret"));
 /// let runtime = WorkerRuntime::builder(backend).worker(Arc::new(MyWorker), 2).start().await?;

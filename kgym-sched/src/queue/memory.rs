@@ -130,15 +130,3 @@ impl Drop for InProcessAcker {
         self.requeue();
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::queue::conformance;
-
-    #[tokio::test]
-    async fn in_process_queue_passes_the_conformance_suite() {
-        let q = InProcessQueue::new();
-        conformance::run_all(&q).await;
-    }
-}

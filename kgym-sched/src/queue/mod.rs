@@ -11,9 +11,9 @@
 //! embedded scheduler acks a delivery once the claim it led to is durably
 //! recorded, and nacks (requeues) it when recording failed. A delivery
 //! dropped without an answer is redelivered (AMQP: when its channel
-//! closes). [`conformance`] holds the tests every transport must pass.
+//! closes). [`crate::conformance::queue`] holds the tests every transport
+//! must pass.
 
-pub mod conformance;
 mod memory;
 
 use std::fmt;

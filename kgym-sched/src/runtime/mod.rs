@@ -39,22 +39,68 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// How a worker runtime behaves: one value passed whole from the facade's
+/// `GymBuilder` (or a stock service) down to the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeOptions {
+    /// The host name workers are named after (default: the machine's).
+    pub host: String,
+    /// Time between heartbeats (capped at a third of the lease; at least
+    /// 10 ms). Also how fast an abort reaches a running stage.
+    pub heartbeat: Duration,
+    /// How long one claim waits for a stage (a long poll over HTTP).
+    pub claim_wait: Duration,
+    /// How long a cancelled stage gets to stop (kill its subprocesses)
+    /// before it is abandoned.
+    pub grace: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self { host: hostname(), heartbeat: DEFAULT_HEARTBEAT, claim_wait: DEFAULT_CLAIM_WAIT, grace: DEFAULT_GRACE }
+    }
+}
+
+impl RuntimeOptions {
+    /// Sets [`host`](Self::host).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// Sets [`heartbeat`](Self::heartbeat).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// Sets [`claim_wait`](Self::claim_wait).
+    pub fn claim_wait(mut self, wait: Duration) -> Self {
+        self.claim_wait = wait;
+        self
+    }
+
+    /// Sets [`grace`](Self::grace).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+}
+
 /// Configures a [`WorkerRuntime`].
 #[derive(Debug)]
 pub struct RuntimeBuilder {
     backend: Arc<dyn WorkerBackend>,
-    host: String,
+    options: RuntimeOptions,
     artifacts: ArtifactStore,
     workers: Vec<(Arc<dyn Worker>, u32)>,
-    heartbeat: Duration,
-    claim_wait: Duration,
-    grace: Duration,
 }
 
 impl RuntimeBuilder {
-    /// The host name workers are named after (default: the machine's).
-    pub fn host(mut self, host: impl Into<String>) -> Self {
-        self.host = host.into();
+    /// Host name, heartbeat, claim wait and grace.
+    pub fn options(mut self, options: RuntimeOptions) -> Self {
+        self.options = options;
         self
     }
 
@@ -70,29 +116,12 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Time between heartbeats.
-    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
-        self.heartbeat = every.max(Duration::from_millis(10));
-        self
-    }
-
-    /// How long one claim waits for a stage (a long poll over HTTP).
-    pub fn claim_wait(mut self, wait: Duration) -> Self {
-        self.claim_wait = wait.max(Duration::from_millis(10));
-        self
-    }
-
-    /// How long a cancelled stage gets to stop (kill its subprocesses)
-    /// before it is abandoned.
-    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
-        self
-    }
-
     /// Registers with the backend and starts every slot.
     pub async fn start(self) -> Result<RuntimeHandle> {
-        let info =
-            WorkerInfo { host: self.host.clone(), kinds: self.workers.iter().map(|(w, n)| (w.kind(), *n)).collect() };
+        let RuntimeOptions { host, heartbeat, claim_wait, grace } = self.options;
+        let heartbeat = heartbeat.max(Duration::from_millis(10));
+        let claim_wait = claim_wait.max(Duration::from_millis(10));
+        let info = WorkerInfo { host: host.clone(), kinds: self.workers.iter().map(|(w, n)| (w.kind(), *n)).collect() };
         self.backend.register(&info).await?;
         let shutdown = CancellationToken::new();
         let stats = Arc::new(Stats::default());
@@ -103,20 +132,20 @@ impl RuntimeBuilder {
                     backend: Arc::clone(&self.backend),
                     worker: Arc::clone(worker),
                     kind: worker.kind(),
-                    name: format!("{}/{}-{slot}", self.host, worker.kind()),
-                    host: self.host.clone(),
+                    name: format!("{host}/{}-{slot}", worker.kind()),
+                    host: host.clone(),
                     artifacts: self.artifacts.clone(),
-                    heartbeat: self.heartbeat,
-                    claim_wait: self.claim_wait,
-                    grace: self.grace,
+                    heartbeat,
+                    claim_wait,
+                    grace,
                     shutdown: shutdown.clone(),
                     stats: Arc::clone(&stats),
                 };
                 tasks.spawn(s.run());
             }
         }
-        tracing::info!(host = %self.host, slots = tasks.len(), "worker runtime started");
-        Ok(RuntimeHandle { shutdown, tasks, stats, backend: self.backend, host: self.host })
+        tracing::info!(host = %host, slots = tasks.len(), "worker runtime started");
+        Ok(RuntimeHandle { shutdown, tasks, stats, backend: self.backend, host })
     }
 }
 
@@ -129,12 +158,9 @@ impl WorkerRuntime {
     pub fn builder(backend: Arc<dyn WorkerBackend>) -> RuntimeBuilder {
         RuntimeBuilder {
             backend,
-            host: hostname(),
+            options: RuntimeOptions::default(),
             artifacts: ArtifactStore::in_memory(),
             workers: Vec::new(),
-            heartbeat: DEFAULT_HEARTBEAT,
-            claim_wait: DEFAULT_CLAIM_WAIT,
-            grace: DEFAULT_GRACE,
         }
     }
 }
@@ -197,14 +223,17 @@ impl RuntimeHandle {
     }
 }
 
-/// Waits for SIGTERM or SIGINT (ctrl-c).
+/// Waits for SIGTERM, SIGHUP or SIGINT (ctrl-c): each means "stop
+/// gracefully".
 pub async fn wait_for_signal() -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let io = |source| Error::Io { path: "signal handler".into(), source };
     let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(io)?;
     let mut int = signal(SignalKind::interrupt()).map_err(io)?;
     tokio::select! {
         _ = term.recv() => {}
+        _ = hup.recv() => {}
         _ = int.recv() => {}
     }
     Ok(())

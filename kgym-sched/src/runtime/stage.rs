@@ -57,7 +57,14 @@ async fn run_in_span(slot: &Slot, claim: Claim) {
         Arc::clone(&sink) as Arc<dyn LogSink>,
     );
     let worker = Arc::clone(&slot.worker);
-    let mut task = tokio::spawn(async move { worker.run(ctx).await });
+    // A claim whose stage index is past its stages is a broken scheduler,
+    // not a stage to run: it fails (retryably) like any worker error.
+    let mut task = tokio::spawn(async move {
+        match ctx {
+            Ok(ctx) => worker.run(ctx).await,
+            Err(e) => Err(StageFailure::internal(&e)),
+        }
+    });
 
     let every = slot.heartbeat.min(claim.lease_ttl / 3).max(Duration::from_millis(10));
     let mut beat = tokio::time::interval_at(Instant::now() + every, every);

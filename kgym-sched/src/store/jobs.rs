@@ -3,12 +3,11 @@
 //! emit, an announcement to publish).
 
 use kgym_core::failure::codes;
-use kgym_core::{
-    Job, JobId, JobSpec, JobStatus, Outcome, StageFailure, StageIndex, StageKind, StageResult, StageSpec, Tags,
-};
+use kgym_core::{Job, JobId, JobSpec, JobStatus, Outcome, StageFailure, StageIndex, StageKind, StageResult, StageSpec};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::logs::{job_line, sys_line};
+use super::logs::{LogLine, log_both, sys_line};
+use super::tags::{read_tags, write_tags};
 use super::{raw, status_of, to_time};
 use crate::error::{Error, Result};
 use crate::queue::Announcement;
@@ -41,12 +40,28 @@ struct Row {
 }
 
 impl Row {
-    fn kind_at(&self, stage: u32) -> StageKind {
-        self.stages.get(stage as usize).map(|s| s.kind.clone()).unwrap_or_else(StageKind::build)
+    /// The kind of stage `stage`; a stage past the end is a corrupt row,
+    /// never quietly another kind.
+    fn kind_at(&self, stage: u32) -> Result<StageKind> {
+        self.stages.get(stage as usize).map(|s| s.kind.clone()).ok_or(Error::NoSuchStage {
+            job: self.id,
+            stage: StageIndex(stage),
+            stages: self.stages.len(),
+        })
     }
 
-    fn announcement(&self) -> Announcement {
-        Announcement { job: self.id, stage: StageIndex(self.cursor), kind: self.kind_at(self.cursor) }
+    /// A line about the current stage, naming its holder in the system log.
+    fn line<'a>(&'a self, text: &'a str, kind: &'a StageKind) -> LogLine<'a> {
+        let line = LogLine::new(text).stage(StageIndex(self.cursor), kind);
+        match (&self.worker, &self.host) {
+            (Some(w), Some(h)) => line.worker(w, h),
+            (None, Some(h)) => line.host(h),
+            _ => line,
+        }
+    }
+
+    fn announcement(&self) -> Result<Announcement> {
+        Ok(Announcement { job: self.id, stage: StageIndex(self.cursor), kind: self.kind_at(self.cursor)? })
     }
 }
 
@@ -105,28 +120,6 @@ fn read_results(conn: &Connection, id: JobId) -> Result<Vec<StageResult>> {
         .iter()
         .map(|t| serde_json::from_str(t).map_err(|source| Error::Corrupt { job: id, what: "stage result", source }))
         .collect()
-}
-
-pub(crate) fn read_tags(conn: &Connection, id: JobId) -> Result<Tags> {
-    let mut stmt = conn
-        .prepare_cached("SELECT key, value FROM tags WHERE job_id = ?1 ORDER BY key")
-        .map_err(Error::db("read tags"))?;
-    stmt.query_map([raw(id)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .and_then(Iterator::collect::<rusqlite::Result<Tags>>)
-        .map_err(Error::db("read tags"))
-}
-
-pub(crate) fn write_tags(tx: &Connection, id: JobId, tags: &Tags) -> Result<()> {
-    let mut stmt = tx
-        .prepare_cached(
-            "INSERT INTO tags (job_id, key, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (job_id, key) DO UPDATE SET value = excluded.value",
-        )
-        .map_err(Error::db("write tags"))?;
-    for (k, v) in tags {
-        stmt.execute(params![raw(id), k, v]).map_err(Error::db("write tags"))?;
-    }
-    Ok(())
 }
 
 /// The whole job.
@@ -198,7 +191,7 @@ pub(crate) fn insert_job(conn: &mut Connection, spec: &JobSpec, now: i64) -> Res
     .map_err(Error::db("store a new job"))?;
     let id = JobId::new(tx.last_insert_rowid() as u64);
     write_tags(&tx, id, &spec.tags)?;
-    sys_line(&tx, now, None, None, None, Some(id), &format!("job {id} submitted with {} stages", spec.stages.len()))?;
+    sys_line(&tx, Some(id), now, &LogLine::new(&format!("job {id} submitted with {} stages", spec.stages.len())))?;
     tx.commit().map_err(Error::db("store a new job"))?;
     let announce = spec.stages.first().map(|s| Announcement { job: id, stage: StageIndex(0), kind: s.kind.clone() });
     let effects = Effects { status: Some(status_event(id, JobStatus::Pending, 0, None, now)), logs: vec![], announce };
@@ -235,8 +228,7 @@ pub(crate) fn claim(
     let previous = read_results(&tx, ann.job)?;
     let tags = read_tags(&tx, ann.job)?;
     let line = format!("stage {} ({}) handed to {worker} (attempt {})", ann.stage, ann.kind, row.attempts);
-    let log = job_line(&tx, ann.job, now, Some(ann.stage), Some(&ann.kind), None, None, &line)?;
-    sys_line(&tx, now, Some(&ann.kind), Some(host), Some(worker), Some(ann.job), &line)?;
+    let log = log_both(&tx, ann.job, now, &LogLine::new(&line).stage(ann.stage, &ann.kind).worker(worker, host))?;
     tx.commit().map_err(Error::db("claim a stage"))?;
     let claim = Claim {
         lease: Lease { job: ann.job, stage: ann.stage, token: token.to_owned() },
@@ -355,7 +347,7 @@ pub(crate) fn report(
     if !holds(&row, lease) {
         return Err(Error::LeaseLost { job: lease.job, stage: lease.stage });
     }
-    let kind = row.kind_at(row.cursor);
+    let kind = row.kind_at(row.cursor)?;
     let worker = row.worker.clone();
     let mut effects = Effects::default();
     let ack = match outcome {
@@ -367,19 +359,9 @@ pub(crate) fn report(
                 worker.as_deref().unwrap_or("?"),
                 row.attempts
             );
-            effects.logs.push(job_line(
-                &tx,
-                row.id,
-                now,
-                Some(StageIndex(row.cursor)),
-                Some(&kind),
-                None,
-                None,
-                &line,
-            )?);
-            sys_line(&tx, now, Some(&kind), row.host.as_deref(), worker.as_deref(), Some(row.id), &line)?;
+            effects.logs.push(log_both(&tx, row.id, now, &row.line(&line, &kind))?);
             effects.status = Some(status_event(row.id, queued_status(row.cursor), row.cursor, None, now));
-            effects.announce = Some(row.announcement());
+            effects.announce = Some(row.announcement()?);
             crate::worker_api::ReportAck::Requeued
         }
         outcome => {
@@ -394,21 +376,11 @@ pub(crate) fn report(
                 }
             };
             let (status, cursor) = record(&tx, &row, result, now)?;
-            effects.logs.push(job_line(
-                &tx,
-                row.id,
-                now,
-                Some(StageIndex(row.cursor)),
-                Some(&kind),
-                None,
-                None,
-                &line,
-            )?);
-            sys_line(&tx, now, Some(&kind), row.host.as_deref(), worker.as_deref(), Some(row.id), &line)?;
+            effects.logs.push(log_both(&tx, row.id, now, &row.line(&line, &kind))?);
             effects.status = Some(status_event(row.id, status, cursor, None, now));
             if status == JobStatus::Waiting {
                 effects.announce =
-                    Some(Announcement { job: row.id, stage: StageIndex(cursor), kind: row.kind_at(cursor) });
+                    Some(Announcement { job: row.id, stage: StageIndex(cursor), kind: row.kind_at(cursor)? });
             }
             crate::worker_api::ReportAck::Recorded
         }
@@ -426,15 +398,14 @@ pub(crate) fn yield_stage(conn: &mut Connection, lease: &Lease, now: i64) -> Res
         return Ok(Effects::default());
     }
     requeue(&tx, &row, false, now)?;
-    let kind = row.kind_at(row.cursor);
+    let kind = row.kind_at(row.cursor)?;
     let line = format!("stage {} ({kind}) handed back by {}", row.cursor, row.worker.as_deref().unwrap_or("?"));
-    let log = job_line(&tx, row.id, now, Some(StageIndex(row.cursor)), Some(&kind), None, None, &line)?;
-    sys_line(&tx, now, Some(&kind), row.host.as_deref(), row.worker.as_deref(), Some(row.id), &line)?;
+    let log = log_both(&tx, row.id, now, &row.line(&line, &kind))?;
     tx.commit().map_err(Error::db("hand a stage back"))?;
     Ok(Effects {
         status: Some(status_event(row.id, queued_status(row.cursor), row.cursor, None, now)),
         logs: vec![log],
-        announce: Some(row.announcement()),
+        announce: Some(row.announcement()?),
     })
 }
 
@@ -456,7 +427,7 @@ pub(crate) fn expire_leases(conn: &mut Connection, max_attempts: u32, now: i64) 
         if row.status != JobStatus::InProgress {
             continue;
         }
-        let kind = row.kind_at(row.cursor);
+        let kind = row.kind_at(row.cursor)?;
         let who = row.worker.clone().unwrap_or_else(|| "?".into());
         let mut effects = Effects::default();
         let line;
@@ -478,10 +449,9 @@ pub(crate) fn expire_leases(conn: &mut Connection, max_attempts: u32, now: i64) 
                 row.cursor, row.attempts
             );
             effects.status = Some(status_event(row.id, queued_status(row.cursor), row.cursor, None, now));
-            effects.announce = Some(row.announcement());
+            effects.announce = Some(row.announcement()?);
         }
-        effects.logs.push(job_line(&tx, row.id, now, Some(StageIndex(row.cursor)), Some(&kind), None, None, &line)?);
-        sys_line(&tx, now, Some(&kind), row.host.as_deref(), row.worker.as_deref(), Some(row.id), &line)?;
+        effects.logs.push(log_both(&tx, row.id, now, &row.line(&line, &kind))?);
         tx.commit().map_err(Error::db("expire a lease"))?;
         out.push(effects);
     }
@@ -534,8 +504,7 @@ pub(crate) fn abort(conn: &mut Connection, id: JobId, now: i64) -> Result<Effect
         }
         _ => "job aborted".to_owned(),
     };
-    let log = job_line(&tx, id, now, None, None, None, None, &line)?;
-    sys_line(&tx, now, None, None, None, Some(id), &format!("job {id}: {line}"))?;
+    let log = log_both(&tx, id, now, &LogLine::new(&line))?;
     tx.commit().map_err(Error::db("abort a job"))?;
     Ok(Effects {
         status: Some(status_event(id, JobStatus::Aborted, row.cursor, None, now)),
@@ -614,12 +583,11 @@ pub(crate) fn rerun(
     .map_err(Error::db("run a job again"))?;
     let row = read_row(&tx, id)?;
     let line = format!("job {action} from stage {from}");
-    let log = job_line(&tx, id, now, None, None, None, None, &line)?;
-    sys_line(&tx, now, None, None, None, Some(id), &format!("job {id}: {line}"))?;
+    let log = log_both(&tx, id, now, &LogLine::new(&line))?;
     tx.commit().map_err(Error::db("run a job again"))?;
     Ok(Effects {
         status: Some(status_event(id, status, from.0, None, now)),
         logs: vec![log],
-        announce: Some(row.announcement()),
+        announce: Some(row.announcement()?),
     })
 }

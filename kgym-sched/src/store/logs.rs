@@ -1,12 +1,12 @@
-//! Job logs, the system log and tags.
+//! Job logs and the system log.
 
-use kgym_core::{JobId, StageIndex, StageKind, Tags};
-use rusqlite::{Connection, params};
+use kgym_core::{JobId, StageIndex, StageKind};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::jobs::{read_tags, write_tags};
 use super::{bound, job_exists, raw, to_time};
 use crate::error::{Error, Result};
-use crate::types::{JobLogEntry, LogQuery, Order, Page, SystemLogEntry, SystemLogQuery, TagMatch};
+use crate::types::{JobLogEntry, LogQuery, Order, Page, SystemLogEntry, SystemLogQuery};
+use crate::worker_api::Lease;
 
 /// Longest stored log line, in bytes; longer lines are cut.
 const MAX_LINE: usize = 16 * 1024;
@@ -22,72 +22,124 @@ fn cut(line: &str) -> &str {
     &line[..end]
 }
 
-/// Appends one job log line and returns it as stored.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn job_line(
-    conn: &Connection,
-    job: JobId,
-    now: i64,
-    stage: Option<StageIndex>,
-    kind: Option<&StageKind>,
-    worker: Option<&str>,
-    host: Option<&str>,
-    line: &str,
-) -> Result<JobLogEntry> {
-    let line = cut(line);
+/// One log line and what it is about: the stage (or just its kind), and
+/// the worker and host it concerns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogLine<'a> {
+    text: &'a str,
+    index: Option<StageIndex>,
+    kind: Option<&'a StageKind>,
+    worker: Option<&'a str>,
+    host: Option<&'a str>,
+}
+
+impl<'a> LogLine<'a> {
+    /// A line about a whole job (or the system).
+    pub fn new(text: &'a str) -> Self {
+        Self { text, index: None, kind: None, worker: None, host: None }
+    }
+
+    /// About stage `index` of kind `kind`.
+    pub fn stage(self, index: StageIndex, kind: &'a StageKind) -> Self {
+        Self { index: Some(index), kind: Some(kind), ..self }
+    }
+
+    /// About stages of kind `kind`.
+    pub fn kind(self, kind: &'a StageKind) -> Self {
+        Self { kind: Some(kind), ..self }
+    }
+
+    /// About `worker` on `host`.
+    pub fn worker(self, worker: &'a str, host: &'a str) -> Self {
+        Self { worker: Some(worker), host: Some(host), ..self }
+    }
+
+    /// About host `host`.
+    pub fn host(self, host: &'a str) -> Self {
+        Self { host: Some(host), ..self }
+    }
+}
+
+/// Appends `line` to `job`'s log and returns it as stored.
+pub(crate) fn job_line(conn: &Connection, job: JobId, now: i64, line: &LogLine<'_>) -> Result<JobLogEntry> {
+    let text = cut(line.text);
     conn.prepare_cached(
         "INSERT INTO job_log (job_id, time_us, stage, kind, worker, host, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .and_then(|mut s| {
-        s.execute(params![raw(job), now, stage.map(|s| s.0), kind.map(StageKind::as_str), worker, host, line])
+        s.execute(params![
+            raw(job),
+            now,
+            line.index.map(|s| s.0),
+            line.kind.map(StageKind::as_str),
+            line.worker,
+            line.host,
+            text
+        ])
     })
     .map_err(Error::db("append to a job log"))?;
     Ok(JobLogEntry {
         seq: conn.last_insert_rowid() as u64,
         job,
         time: to_time(now),
-        stage,
-        kind: kind.cloned(),
-        worker: worker.map(str::to_owned),
-        host: host.map(str::to_owned),
-        line: line.to_owned(),
+        stage: line.index,
+        kind: line.kind.cloned(),
+        worker: line.worker.map(str::to_owned),
+        host: line.host.map(str::to_owned),
+        line: text.to_owned(),
     })
 }
 
-/// Appends one system log line.
-pub(crate) fn sys_line(
-    conn: &Connection,
-    now: i64,
-    kind: Option<&StageKind>,
-    host: Option<&str>,
-    worker: Option<&str>,
-    job: Option<JobId>,
-    message: &str,
-) -> Result<()> {
+/// Appends `line` (about `job`, when given) to the system log.
+pub(crate) fn sys_line(conn: &Connection, job: Option<JobId>, now: i64, line: &LogLine<'_>) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO sys_log (time_us, kind, host, worker, job_id, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
-    .and_then(|mut s| s.execute(params![now, kind.map(StageKind::as_str), host, worker, job.map(raw), cut(message)]))
+    .and_then(|mut s| {
+        s.execute(params![now, line.kind.map(StageKind::as_str), line.host, line.worker, job.map(raw), cut(line.text)])
+    })
     .map_err(Error::db("append to the system log"))?;
     Ok(())
 }
 
-/// Appends a batch of worker lines to a job's log in one transaction.
-#[allow(clippy::too_many_arguments)]
+/// A scheduler line about `job`: into the job's log in the scheduler's own
+/// voice (no worker), and into the system log naming the worker and
+/// prefixed with the job.
+pub(crate) fn log_both(conn: &Connection, job: JobId, now: i64, line: &LogLine<'_>) -> Result<JobLogEntry> {
+    let own = LogLine { worker: None, host: None, ..*line };
+    let entry = job_line(conn, job, now, &own)?;
+    let text = format!("job {job}: {}", line.text);
+    sys_line(conn, Some(job), now, &LogLine { text: &text, ..*line })?;
+    Ok(entry)
+}
+
+/// Appends a batch of a worker's lines to a job's log in one transaction.
 pub(crate) fn append_worker_lines(
     conn: &mut Connection,
-    job: JobId,
-    stage: StageIndex,
-    kind: &StageKind,
+    lease: &Lease,
     worker: &str,
-    host: &str,
     lines: &[String],
     now: i64,
 ) -> Result<Vec<JobLogEntry>> {
     let tx = conn.transaction().map_err(Error::db("append to a job log"))?;
+    // Lines of a stage whose lease is gone (handed to another worker) are
+    // dropped; an aborted stage's last words are kept.
+    let kind: Option<String> = tx
+        .query_row(
+            "SELECT json_extract(stages, '$[' || cursor || '].kind') FROM jobs
+             WHERE id = ?1 AND cursor = ?2 AND lease_token = ?3 AND status IN ('in_progress', 'aborted')",
+            params![raw(lease.job), lease.stage.0, lease.token],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(Error::db("append to a job log"))?;
+    let kind =
+        kind.and_then(|k| StageKind::new(k).ok()).ok_or(Error::LeaseLost { job: lease.job, stage: lease.stage })?;
+    let host = worker.split('/').next().unwrap_or(worker);
     let mut out = Vec::with_capacity(lines.len());
-    for line in lines {
-        out.push(job_line(&tx, job, now, Some(stage), Some(kind), Some(worker), Some(host), line)?);
+    for text in lines {
+        let line = LogLine::new(text).stage(lease.stage, &kind).worker(worker, host);
+        out.push(job_line(&tx, lease.job, now, &line)?);
     }
     tx.commit().map_err(Error::db("append to a job log"))?;
     Ok(out)
@@ -172,41 +224,4 @@ pub(crate) fn query_sys_log(conn: &Connection, q: &SystemLogQuery) -> Result<Pag
         .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
         .map_err(Error::db("read the system log"))?;
     Ok(Page::new(items, q.start, q.limit, total as u64))
-}
-
-/// The job's tags.
-pub(crate) fn tags(conn: &Connection, id: JobId) -> Result<Tags> {
-    if !job_exists(conn, id)? {
-        return Err(Error::JobNotFound { id });
-    }
-    read_tags(conn, id)
-}
-
-/// Replaces (`replace`) or merges the job's tags; returns the result.
-pub(crate) fn update_tags(conn: &mut Connection, id: JobId, new: &Tags, replace: bool, now: i64) -> Result<Tags> {
-    let tx = conn.transaction().map_err(Error::db("write tags"))?;
-    if !job_exists(&tx, id)? {
-        return Err(Error::JobNotFound { id });
-    }
-    if replace {
-        tx.execute("DELETE FROM tags WHERE job_id = ?1", [raw(id)]).map_err(Error::db("write tags"))?;
-    }
-    write_tags(&tx, id, new)?;
-    tx.execute("UPDATE jobs SET modified_us = ?1 WHERE id = ?2", params![now, raw(id)])
-        .map_err(Error::db("write tags"))?;
-    let out = read_tags(&tx, id)?;
-    tx.commit().map_err(Error::db("write tags"))?;
-    Ok(out)
-}
-
-/// Jobs carrying tag `key` (= `value`).
-pub(crate) fn jobs_with_tag(conn: &Connection, key: &str, value: Option<&str>) -> Result<Vec<TagMatch>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT job_id, value FROM tags WHERE key = ?1 AND (?2 IS NULL OR value = ?2) ORDER BY job_id")
-        .map_err(Error::db("find tagged jobs"))?;
-    stmt.query_map(params![key, value], |r| {
-        Ok(TagMatch { job: JobId::new(r.get::<_, i64>(0)? as u64), key: key.to_owned(), value: r.get(1)? })
-    })
-    .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
-    .map_err(Error::db("find tagged jobs"))
 }

@@ -7,6 +7,7 @@
 pub(crate) mod jobs;
 pub(crate) mod listing;
 pub(crate) mod logs;
+pub(crate) mod tags;
 
 use std::path::{Path, PathBuf};
 

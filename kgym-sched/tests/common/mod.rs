@@ -5,9 +5,102 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kgym_core::{StageContext, StageFailure, StageKind, Worker};
-use kgym_sched::{Scheduler, SchedulerExt};
+use kgym_core::stage::StagePosition;
+use kgym_core::{InvalidArgs, StageContext, StageFailure, StageKind, StageSchema, Worker};
+use kgym_sched::http::{HttpServer, ServerHandle, ServerOptions};
+use kgym_sched::runtime::{RuntimeHandle, RuntimeOptions, WorkerRuntime};
+use kgym_sched::sqlite::{SchedulerOptions, SqliteScheduler};
+use kgym_sched::{Scheduler, SchedulerExt, StageRegistry};
 use serde_json::json;
+
+/// A scheduler with in-process workers and, optionally, the HTTP API: the
+/// wiring the `kgym` facade's `Gym` does, by hand, for these tests.
+pub struct TestGym {
+    pub sched: SqliteScheduler,
+    pub runtime: Option<RuntimeHandle>,
+    pub server: Option<ServerHandle>,
+}
+
+/// Settings of a [`TestGym`].
+#[derive(Default)]
+pub struct TestGymConfig {
+    /// The SQLite file (in memory without it).
+    pub database: Option<std::path::PathBuf>,
+    /// Artifacts (in memory without it).
+    pub artifacts: Option<kgym_core::ArtifactStore>,
+    /// In-process workers and their slots.
+    pub workers: Vec<(Arc<dyn Worker>, u32)>,
+    /// Kinds accepted beyond the workers'.
+    pub kinds: Vec<StageKind>,
+    pub scheduler: SchedulerOptions,
+    pub runtime: Option<RuntimeOptions>,
+    /// Serve HTTP on 127.0.0.1 with these options.
+    pub http: Option<ServerOptions>,
+}
+
+impl TestGym {
+    pub async fn start(config: TestGymConfig) -> Self {
+        let mut stages = StageRegistry::new();
+        for (w, _) in &config.workers {
+            stages.insert_schema(Arc::clone(w) as Arc<dyn StageSchema>);
+        }
+        for k in config.kinds {
+            stages.insert_kind(k);
+        }
+        let artifacts = config.artifacts.unwrap_or_else(kgym_core::ArtifactStore::in_memory);
+        let mut b = SqliteScheduler::builder().stages(stages).options(config.scheduler).artifacts(artifacts.clone());
+        if let Some(db) = config.database {
+            b = b.database(db);
+        }
+        let sched = b.build().await.expect("scheduler");
+        let runtime = if config.workers.is_empty() {
+            None
+        } else {
+            let mut rb = WorkerRuntime::builder(Arc::new(sched.clone()))
+                .options(config.runtime.unwrap_or_default())
+                .artifacts(artifacts);
+            for (w, n) in config.workers {
+                rb = rb.worker(w, n);
+            }
+            Some(rb.start().await.expect("runtime"))
+        };
+        let server = match config.http {
+            Some(options) => Some(
+                HttpServer::builder(Arc::new(sched.clone()))
+                    .worker_backend(Arc::new(sched.clone()))
+                    .options(options)
+                    .serve("127.0.0.1:0".parse().unwrap())
+                    .await
+                    .expect("server"),
+            ),
+            None => None,
+        };
+        Self { sched, runtime, server }
+    }
+
+    /// In memory, with `workers`.
+    pub async fn with_workers(workers: Vec<(Arc<dyn Worker>, u32)>) -> Self {
+        Self::start(TestGymConfig { workers, ..Default::default() }).await
+    }
+
+    pub fn scheduler(&self) -> Arc<dyn Scheduler> {
+        Arc::new(self.sched.clone())
+    }
+
+    pub fn url(&self) -> String {
+        self.server.as_ref().expect("serving").url()
+    }
+
+    pub async fn shutdown(self) {
+        if let Some(s) = self.server {
+            s.shutdown().await;
+        }
+        if let Some(r) = self.runtime {
+            r.shutdown().await;
+        }
+        self.sched.close();
+    }
+}
 
 /// Returns at once; counts its runs.
 #[derive(Debug)]
@@ -25,11 +118,14 @@ impl Noop {
     }
 }
 
-#[async_trait::async_trait]
-impl Worker for Noop {
+impl StageSchema for Noop {
     fn kind(&self) -> StageKind {
         self.kind.clone()
     }
+}
+
+#[async_trait::async_trait]
+impl Worker for Noop {
     async fn run(&self, ctx: StageContext) -> Result<serde_json::Value, StageFailure> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         Ok(json!({"job": ctx.job, "stage": ctx.stage}))
@@ -57,17 +153,23 @@ impl Sleepy {
     }
 }
 
-#[async_trait::async_trait]
-impl Worker for Sleepy {
+impl StageSchema for Sleepy {
     fn kind(&self) -> StageKind {
         self.kind.clone()
     }
-    fn validate(&self, arg: &serde_json::Value) -> Result<(), String> {
+    fn validate(&self, arg: &serde_json::Value, _at: &StagePosition<'_>) -> Result<(), InvalidArgs> {
         match arg.get("sleep_ms") {
             Some(v) if v.is_u64() => Ok(()),
-            _ => Err("sleep_ms must be a number of milliseconds".into()),
+            _ => Err(InvalidArgs {
+                kind: self.kind.clone(),
+                problems: vec!["sleep_ms must be a number of milliseconds".into()],
+            }),
         }
     }
+}
+
+#[async_trait::async_trait]
+impl Worker for Sleepy {
     async fn run(&self, ctx: StageContext) -> Result<serde_json::Value, StageFailure> {
         self.started.fetch_add(1, Ordering::SeqCst);
         let ms = self.fast_ms.unwrap_or_else(|| ctx.arg["sleep_ms"].as_u64().unwrap_or(0));

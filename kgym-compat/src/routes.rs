@@ -2,18 +2,64 @@
 //! kcomposer scripts keep working. Answers carry kGym's field names beside
 //! ours; errors are 400/404/409 with `{detail}` (kGym answered 422/500).
 
+use std::sync::Arc;
+
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
+use axum::routing::{self, MethodRouter};
 use chrono::{DateTime, Utc};
 use kgym_core::{StageIndex, StageKind, Tags};
+use kgym_sched::Error;
+use kgym_sched::Scheduler;
+use kgym_sched::http::reply::{ApiError, ApiJson, ApiQuery, job_id, ok};
+use kgym_sched::types::{ListQuery, LogQuery, Order, SystemLogQuery, TimeField};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::reply::{ApiError, ApiJson, ApiQuery, job_id, ok};
-use super::server::AppState;
-use crate::compat::{self, RawJob};
-use crate::error::Error;
-use crate::types::{ListQuery, LogQuery, Order, SystemLogQuery, TimeField};
+use crate::{self as compat, CompatOptions, RawJob};
+
+/// What every kGym handler gets.
+#[derive(Clone)]
+struct AppState {
+    sched: Arc<dyn Scheduler>,
+    compat: Arc<CompatOptions>,
+}
+
+/// kGym's routes as (method, path, handler).
+fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
+    vec![
+        ("post", "/jobs/new_raw_job", routing::post(new_raw_job)),
+        ("get", "/jobs/", routing::get(list)),
+        ("get", "/jobs", routing::get(list)),
+        ("get", "/jobs/{id}", routing::get(job)),
+        ("get", "/jobs/{id}/log", routing::get(log)),
+        ("post", "/jobs/{id}/abort", routing::post(abort)),
+        ("post", "/jobs/{id}/restart", routing::post(restart)),
+        ("post", "/jobs/{id}/reset", routing::post(reset)),
+        ("get", "/jobs/{id}/keys", routing::get(keys)),
+        ("post", "/jobs/{id}/keys", routing::post(update_keys)),
+        ("get", "/jobs/{id}/keys/{key}", routing::get(key)),
+        ("get", "/jobs/kv/{key}", routing::get(kv)),
+        ("get", "/system/workers/types/{kind}/log", routing::get(worker_type_log)),
+        ("get", "/system/workers/instances/{hostname}/log", routing::get(worker_instance_log)),
+        ("get", "/system/displays/jobs/log", routing::get(jobs_display)),
+        ("get", "/system/displays/workers/log", routing::get(workers_display)),
+    ]
+}
+
+/// kGym's routes over `sched`, to merge into kgym's HTTP server
+/// (`kgym_sched::http::HttpServer::builder(..).merge(router(..))`): the
+/// server's token and body limit apply to them too.
+pub fn router(sched: Arc<dyn Scheduler>, options: CompatOptions) -> Router {
+    let state = AppState { sched, compat: Arc::new(options) };
+    routes().into_iter().fold(Router::new(), |r, (_, path, route)| r.route(path, route)).with_state(state)
+}
+
+/// The (method, path) pairs of [`router`], for checking `openapi.json`.
+pub fn route_table() -> Vec<(&'static str, &'static str)> {
+    routes().into_iter().map(|(m, p, _)| (m, p)).collect()
+}
 
 type Reply = Result<Response, ApiError>;
 
@@ -24,7 +70,7 @@ fn convert(s: &AppState, raw: &RawJob) -> Result<kgym_core::JobSpec, ApiError> {
     compat::convert(raw, &s.compat).map_err(|problems| ApiError(Error::Validation { problems }))
 }
 
-pub(crate) async fn new_raw_job(State(s): State<AppState>, ApiJson(raw): ApiJson<RawJob>) -> Reply {
+async fn new_raw_job(State(s): State<AppState>, ApiJson(raw): ApiJson<RawJob>) -> Reply {
     let spec = convert(&s, &raw)?;
     let id = s.sched.submit(spec).await?;
     // kGym answers the bare id as a JSON string.
@@ -33,7 +79,7 @@ pub(crate) async fn new_raw_job(State(s): State<AppState>, ApiJson(raw): ApiJson
 
 /// kGym's time window and page.
 #[derive(Debug, Deserialize)]
-pub(crate) struct Window {
+struct Window {
     start_time: Option<String>,
     end_time: Option<String>,
     #[serde(default)]
@@ -68,7 +114,7 @@ impl Window {
 
 /// Query of `GET /jobs/`.
 #[derive(Debug, Deserialize)]
-pub(crate) struct ListParams {
+struct ListParams {
     mode: Option<String>,
     // Not `#[serde(flatten)] Window`: flattening breaks numbers in query
     // strings.
@@ -79,7 +125,7 @@ pub(crate) struct ListParams {
     limit: Option<u32>,
 }
 
-pub(crate) async fn list(State(s): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Reply {
+async fn list(State(s): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Reply {
     let by = match p.mode.as_deref() {
         None | Some("by_created_time") => TimeField::Created,
         Some("by_modified_time") => TimeField::Modified,
@@ -99,12 +145,12 @@ pub(crate) async fn list(State(s): State<AppState>, ApiQuery(p): ApiQuery<ListPa
     Ok(ok(compat::present_page(&page, compat::present_summary)))
 }
 
-pub(crate) async fn get(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+async fn job(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
     let job = s.sched.get(job_id(&id)?).await?;
     Ok(ok(compat::present_job(&job)))
 }
 
-pub(crate) async fn log(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(w): ApiQuery<Window>) -> Reply {
+async fn log(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(w): ApiQuery<Window>) -> Reply {
     let id = job_id(&id)?;
     let (from, to, start, limit) = w.parts()?;
     if limit == 0 {
@@ -117,14 +163,14 @@ pub(crate) async fn log(State(s): State<AppState>, Path(id): Path<String>, ApiQu
     Ok(ok(compat::present_page(&page, compat::present_log_entry)))
 }
 
-pub(crate) async fn abort(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+async fn abort(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
     s.sched.abort(job_id(&id)?).await?;
     Ok(ok(Value::Null))
 }
 
 /// Query of restart/reset.
 #[derive(Debug, Deserialize)]
-pub(crate) struct RestartParams {
+struct RestartParams {
     restart_from: Option<i64>,
 }
 
@@ -138,16 +184,12 @@ fn restart_from(p: &RestartParams, allow_current: bool) -> Result<Option<StageIn
     }
 }
 
-pub(crate) async fn restart(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    ApiQuery(p): ApiQuery<RestartParams>,
-) -> Reply {
+async fn restart(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(p): ApiQuery<RestartParams>) -> Reply {
     s.sched.restart(job_id(&id)?, restart_from(&p, true)?).await?;
     Ok(ok(Value::Null))
 }
 
-pub(crate) async fn reset(
+async fn reset(
     State(s): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<RestartParams>,
@@ -162,35 +204,27 @@ pub(crate) async fn reset(
 
 /// Query of `GET /jobs/{id}/keys`.
 #[derive(Debug, Deserialize)]
-pub(crate) struct KeysParams {
+struct KeysParams {
     #[serde(default)]
     with_values: bool,
 }
 
-pub(crate) async fn keys(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    ApiQuery(p): ApiQuery<KeysParams>,
-) -> Reply {
+async fn keys(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(p): ApiQuery<KeysParams>) -> Reply {
     let tags = s.sched.tags(job_id(&id)?).await?;
     if p.with_values { Ok(ok(tags)) } else { Ok(ok(tags.keys().collect::<Vec<_>>())) }
 }
 
-pub(crate) async fn key(State(s): State<AppState>, Path((id, key)): Path<(String, String)>) -> Reply {
+async fn key(State(s): State<AppState>, Path((id, key)): Path<(String, String)>) -> Reply {
     let tags = s.sched.tags(job_id(&id)?).await?;
     Ok(ok(tags.get(&key)))
 }
 
-pub(crate) async fn update_keys(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    ApiJson(kv): ApiJson<Tags>,
-) -> Reply {
+async fn update_keys(State(s): State<AppState>, Path(id): Path<String>, ApiJson(kv): ApiJson<Tags>) -> Reply {
     s.sched.merge_tags(job_id(&id)?, kv).await?;
     Ok(ok(Value::Null))
 }
 
-pub(crate) async fn kv(State(s): State<AppState>, Path(key): Path<String>) -> Reply {
+async fn kv(State(s): State<AppState>, Path(key): Path<String>) -> Reply {
     let matches = s.sched.jobs_with_tag(&key, None).await?;
     let out: Vec<Value> = matches.iter().map(|m| json!({"job-id": m.job, "key": m.key, "value": m.value})).collect();
     Ok(ok(out))
@@ -217,16 +251,12 @@ async fn sys_page(s: &AppState, kind: Option<StageKind>, host: Option<String>, w
     Ok(ok(compat::present_page(&page, compat::present_sys_entry)))
 }
 
-pub(crate) async fn worker_type_log(
-    State(s): State<AppState>,
-    Path(kind): Path<String>,
-    ApiQuery(w): ApiQuery<Window>,
-) -> Reply {
+async fn worker_type_log(State(s): State<AppState>, Path(kind): Path<String>, ApiQuery(w): ApiQuery<Window>) -> Reply {
     let kind = our_kind(&kind)?;
     sys_page(&s, Some(kind), None, w).await
 }
 
-pub(crate) async fn worker_instance_log(
+async fn worker_instance_log(
     State(s): State<AppState>,
     Path(host): Path<String>,
     ApiQuery(w): ApiQuery<Window>,
@@ -234,11 +264,11 @@ pub(crate) async fn worker_instance_log(
     sys_page(&s, None, Some(host), w).await
 }
 
-pub(crate) async fn workers_display(State(s): State<AppState>, ApiQuery(w): ApiQuery<Window>) -> Reply {
+async fn workers_display(State(s): State<AppState>, ApiQuery(w): ApiQuery<Window>) -> Reply {
     sys_page(&s, None, None, w).await
 }
 
-pub(crate) async fn jobs_display(State(s): State<AppState>, ApiQuery(w): ApiQuery<Window>) -> Reply {
+async fn jobs_display(State(s): State<AppState>, ApiQuery(w): ApiQuery<Window>) -> Reply {
     let (from, to, start, limit) = w.parts()?;
     if limit == 0 {
         return Ok(ok(json!({"result": [], "size": 0, "next": -1, "total": 0})));

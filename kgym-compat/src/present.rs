@@ -7,8 +7,8 @@ use kgym_core::{Job, Outcome, StageKind, StageResult, StageSpec};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::kgym_time;
-use crate::types::{JobLogEntry, JobSummary, Page, SystemLogEntry};
+use crate::kgym_time;
+use kgym_sched::types::{JobLogEntry, JobSummary, Page, SystemLogEntry};
 
 /// kGym's name for a stage kind (`build` → `kbuilder`, ...); other kinds
 /// keep their name.

@@ -8,8 +8,8 @@ use kgym_core::stage::reproduce::{FileRef, KernelRef, ReproduceArgs, Reproducer,
 use kgym_core::{ArtifactKey, JobSpec, MachineSpec, StageIndex, StageKind, StageSpec};
 use serde_json::{Map, Value};
 
-use super::{CompatOptions, RawJob};
-use crate::error::Problem;
+use crate::{CompatOptions, RawJob};
+use kgym_sched::Problem;
 
 type Obj = Map<String, Value>;
 
@@ -34,7 +34,7 @@ enum Earlier {
 /// Converts a kGym payload, listing every problem.
 ///
 /// ```
-/// use kgym_sched::compat::{CompatOptions, RawJob, convert};
+/// use kgym_compat::{CompatOptions, RawJob, convert};
 /// let raw: RawJob = serde_json::from_value(serde_json::json!({
 ///     "job_workers": ["kbuilder", "kvmmanager"],
 ///     "worker_arguments": [

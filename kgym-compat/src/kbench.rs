@@ -1,9 +1,9 @@
-//! Composers: turn kBench/syzbot bug records into job specs, as kGym's
+//! kBench composers: turn kBench/syzbot bug records into job specs, as kGym's
 //! kcomposer does — bug reproduction, cross reproduction and patch
 //! evaluation — and read the verdict of a patch-evaluation job.
 //!
 //! ```
-//! use kgym::compose::{BugRecord, ComposeOptions, bug_reproduction};
+//! use kgym_compat::kbench::{BugRecord, ComposeOptions, bug_reproduction};
 //!
 //! let bug: BugRecord = serde_json::from_str(r#"{
 //!   "id": "abc123", "title": "KASAN: use-after-free Read in foo",
@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::stage::build::{Arch, BuildArgs, Compiler, KernelConfig, KernelSource, Linker};
-use crate::core::stage::reproduce::{
+use kgym_core::stage::build::{Arch, BuildArgs, Compiler, KernelConfig, KernelSource, Linker};
+use kgym_core::stage::reproduce::{
     KernelRef, ReproduceArgs, ReproduceResult, Reproducer, ReproducerKind, StopPolicy, Userspace,
 };
-use crate::core::{Job, JobSpec, JobStatus, MachineSpec, StageIndex, StageKind};
+use kgym_core::{Job, JobSpec, JobStatus, MachineSpec, StageIndex, StageKind};
 
 /// One crash of a syzbot bug record (kBench's `crashes[]` entries). Unknown
 /// fields are ignored.
@@ -102,7 +102,7 @@ pub struct ComposeOptions {
     /// VMs in parallel.
     pub instances: u32,
     /// Time budget per reproduce stage.
-    #[serde(with = "crate::core::duration::serde_human")]
+    #[serde(with = "kgym_core::duration::serde_human")]
     pub budget: Duration,
     /// VM size.
     pub machine: MachineSpec,
@@ -279,7 +279,7 @@ pub fn bug_reproduction(bug: &BugRecord, opts: &ComposeOptions) -> Result<JobSpe
     let mut spec = JobSpec::new()
         .stage(StageKind::build(), &build)
         .stage(StageKind::reproduce(), &reproduce_args(0, repro, opts))
-        .tag("composed-by", "kgym::compose::bug_reproduction")
+        .tag("composed-by", "kgym_compat::kbench::bug_reproduction")
         .tag(format!("contains-bug-kernel-{}-at", bug.id), "0")
         .tag("bug-reproduction-for", bug.id.clone());
     if let Some(t) = commit_tag(&build) {
@@ -298,7 +298,7 @@ pub fn cross_reproduction(
     let build = build_args(kernel_bug, opts)?;
     let mut spec = JobSpec::new()
         .stage(StageKind::build(), &build)
-        .tag("composed-by", "kgym::compose::cross_reproduction")
+        .tag("composed-by", "kgym_compat::kbench::cross_reproduction")
         .tag(format!("contains-bug-kernel-{}-at", kernel_bug.id), "0");
     if let Some(t) = commit_tag(&build) {
         spec = spec.tag(t, "0");
@@ -323,7 +323,7 @@ pub fn patch_evaluation(bug: &BugRecord, patch: &str, opts: &ComposeOptions) -> 
     let mut spec = JobSpec::new()
         .stage(StageKind::build(), &build)
         .stage(StageKind::reproduce(), &reproduce_args(0, repro, opts))
-        .tag("composed-by", "kgym::compose::patch_evaluation")
+        .tag("composed-by", "kgym_compat::kbench::patch_evaluation")
         .tag("patch-evaluation-for", bug.id.clone());
     if let Some(t) = commit_tag(&build) {
         spec = spec.tag(t, "0");
@@ -397,7 +397,7 @@ pub fn patch_verdict(job: &Job, bug_title: &str) -> PatchVerdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{JobId, Outcome, StageFailure, StageResult};
+    use kgym_core::{JobId, Outcome, StageFailure, StageResult};
 
     fn bug(id: &str) -> BugRecord {
         serde_json::from_value(serde_json::json!({

@@ -1,28 +1,27 @@
-//! The embedded scheduler as workers see it ([`WorkerBackend`]).
+//! The SQLite scheduler as workers see it ([`WorkerBackend`]).
 
 use async_trait::async_trait;
 use kgym_core::StageKind;
-use rusqlite::{OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::EmbeddedScheduler;
+use super::SqliteScheduler;
 use crate::error::{Error, Result};
 use crate::queue::Delivery;
-use crate::store;
+use crate::store::{self, logs::LogLine};
 use crate::types::JobEvent;
 use crate::worker_api::{Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, StageOutcome, WorkerBackend, WorkerInfo};
 
 /// Longest a claim may wait for a stage.
 pub(crate) const MAX_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-impl EmbeddedScheduler {
+impl SqliteScheduler {
     /// Turns a delivery into a claim (or `None` when it was stale). The
     /// delivery is acked once the claim is committed, or when it is stale;
     /// nacked (requeued) when the database failed.
     async fn claim_delivery(&self, delivery: Delivery, req: &ClaimRequest) -> Result<Option<Claim>> {
         let ann = delivery.announcement.clone();
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let (worker, host, ttl) = (req.worker.clone(), req.host.clone(), self.inner.lease_ttl);
+        let (worker, host, ttl) = (req.worker.clone(), req.host.clone(), self.inner.options.lease_ttl);
         let claimed = self
             .transition(move |c| {
                 Ok(match store::jobs::claim(c, &ann, &worker, &host, &token, ttl, store::now_us())? {
@@ -48,7 +47,7 @@ impl EmbeddedScheduler {
 }
 
 #[async_trait]
-impl WorkerBackend for EmbeddedScheduler {
+impl WorkerBackend for SqliteScheduler {
     async fn register(&self, info: &WorkerInfo) -> Result<()> {
         for (kind, _) in &info.kinds {
             self.accept_kind(kind.clone());
@@ -58,7 +57,7 @@ impl WorkerBackend for EmbeddedScheduler {
         let host = info.host.clone();
         self.inner
             .store
-            .run(move |c| store::logs::sys_line(c, store::now_us(), None, Some(&host), None, None, &message))
+            .run(move |c| store::logs::sys_line(c, None, store::now_us(), &LogLine::new(&message).host(&host)))
             .await
     }
 
@@ -68,7 +67,7 @@ impl WorkerBackend for EmbeddedScheduler {
         }
         // A remote worker that claims a kind runs it: accept it at submit
         // (also after a scheduler restart, before the worker re-registers).
-        if !self.inner.accepted.read().map(|a| a.kinds.contains(&req.kind)).unwrap_or(true) {
+        if !self.accepts(&req.kind) {
             self.accept_kind(req.kind.clone());
         }
         let consumer = self.consumer_or_open(&req.kind).await?;
@@ -109,7 +108,7 @@ impl WorkerBackend for EmbeddedScheduler {
     }
 
     async fn heartbeat(&self, lease: &Lease) -> Result<LeaseStatus> {
-        let (lease, ttl) = (lease.clone(), self.inner.lease_ttl);
+        let (lease, ttl) = (lease.clone(), self.inner.options.lease_ttl);
         self.inner.store.run(move |c| store::jobs::heartbeat(c, &lease, ttl, store::now_us())).await
     }
 
@@ -122,32 +121,7 @@ impl WorkerBackend for EmbeddedScheduler {
         self.inner
             .store
             .run(move |c| {
-                // Lines of a stage whose lease is gone (handed to another
-                // worker) are dropped; an aborted stage's last words are kept.
-                let kind: Option<String> = c
-                    .query_row(
-                        "SELECT json_extract(stages, '$[' || cursor || '].kind') FROM jobs
-                         WHERE id = ?1 AND cursor = ?2 AND lease_token = ?3 AND status IN ('in_progress', 'aborted')",
-                        params![store::raw(lease.job), lease.stage.0, lease.token],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(Error::db("append to a job log"))?;
-                let kind = kind
-                    .and_then(|k| StageKind::new(k).ok())
-                    .ok_or(Error::LeaseLost { job: lease.job, stage: lease.stage })?;
-                let host = worker.split('/').next().unwrap_or(&worker).to_owned();
-                let entries = store::logs::append_worker_lines(
-                    c,
-                    lease.job,
-                    lease.stage,
-                    &kind,
-                    &worker,
-                    &host,
-                    &lines,
-                    store::now_us(),
-                )?;
-                for e in entries {
+                for e in store::logs::append_worker_lines(c, &lease, &worker, &lines, store::now_us())? {
                     hub.emit(&JobEvent::Log(e));
                 }
                 Ok(())
@@ -156,7 +130,7 @@ impl WorkerBackend for EmbeddedScheduler {
     }
 
     async fn report(&self, lease: &Lease, outcome: StageOutcome) -> Result<ReportAck> {
-        let (lease, max) = (lease.clone(), self.inner.max_attempts);
+        let (lease, max) = (lease.clone(), self.inner.options.max_attempts);
         self.transition(move |c| store::jobs::report(c, &lease, outcome, max, store::now_us())).await
     }
 
@@ -169,7 +143,14 @@ impl WorkerBackend for EmbeddedScheduler {
         let (host, kind, message) = (host.to_owned(), kind.cloned(), message.to_owned());
         self.inner
             .store
-            .run(move |c| store::logs::sys_line(c, store::now_us(), kind.as_ref(), Some(&host), None, None, &message))
+            .run(move |c| {
+                let line = LogLine::new(&message).host(&host);
+                let line = match &kind {
+                    Some(k) => line.kind(k),
+                    None => line,
+                };
+                store::logs::sys_line(c, None, store::now_us(), &line)
+            })
             .await
     }
 }

@@ -6,7 +6,7 @@
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let queue = kgym_sched::queue::InProcessQueue::new();
-//! kgym_sched::queue::conformance::run_all(&queue).await;
+//! kgym_sched::conformance::queue::run_all(&queue).await;
 //! # });
 //! ```
 
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use kgym_core::{JobId, StageIndex, StageKind};
 
-use super::{Announcement, Queue};
+use crate::queue::{Announcement, Consumer, Delivery, Queue};
 
 /// How long a test waits for a delivery that must come.
 const MUST_ARRIVE: Duration = Duration::from_secs(10);
@@ -36,7 +36,7 @@ fn ann(kind: &StageKind, job: u64) -> Announcement {
     Announcement { job: JobId::new(job), stage: StageIndex(0), kind: kind.clone() }
 }
 
-async fn next_within(consumer: &mut dyn super::Consumer, limit: Duration) -> Option<super::Delivery> {
+async fn next_within(consumer: &mut dyn Consumer, limit: Duration) -> Option<Delivery> {
     match tokio::time::timeout(limit, consumer.next()).await {
         Ok(d) => Some(d.expect("consumer failed")),
         Err(_) => None,

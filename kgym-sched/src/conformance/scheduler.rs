@@ -1,0 +1,281 @@
+//! The conformance suite of [`Scheduler`](crate::Scheduler)
+//! implementations: the job state machine as a client sees it (submit,
+//! read, list, abort, restart, reset, tags, logs, watch), with stages
+//! moved on through the harness's worker backend.
+
+use futures::StreamExt;
+use kgym_core::failure::codes;
+use kgym_core::{ArtifactKey, JobId, JobSpec, JobStatus, StageFailure, StageIndex, StageKind, Tags};
+use serde_json::json;
+
+use super::{Harness, MUST_HAPPEN};
+use crate::error::Error;
+use crate::scheduler::SchedulerExt;
+use crate::types::{JobEvent, ListQuery, LogQuery, Order, SystemLogQuery, TimeField};
+use crate::worker_api::StageOutcome;
+
+/// Runs every test of the suite.
+pub async fn run_all(h: &Harness) {
+    a_job_runs_stage_by_stage_to_finished(h).await;
+    a_failed_stage_finishes_the_job_with_its_failure(h).await;
+    abort_cancels_the_holder_and_refuses_terminal_jobs(h).await;
+    abort_of_a_queued_job_drops_its_stage(h).await;
+    restart_reruns_from_a_stage_and_removes_later_artifacts(h).await;
+    restart_without_a_stage_resumes_where_the_job_stopped(h).await;
+    reset_replaces_stages_and_merges_tags(h).await;
+    submit_refuses_bad_specs_with_every_problem(h).await;
+    tags_can_be_read_set_merged_and_searched(h).await;
+    logs_and_listings_page(h).await;
+    watch_streams_status_and_log_lines_and_ends_at_the_terminal_status(h).await;
+    unknown_jobs_are_not_found(h).await;
+}
+
+/// Claims and succeeds `n` stages of `kind`, each storing one artifact.
+async fn finish(h: &Harness, kind: &StageKind, n: usize) {
+    for _ in 0..n {
+        let c = h.claim(kind, "finisher").await;
+        let key = ArtifactKey::for_stage(c.lease.job, c.lease.stage, &c.kind, "out").expect("key");
+        h.artifacts.put(&key, format!("stage {}", c.lease.stage).into_bytes()).await.expect("store an artifact");
+        h.workers.report(&c.lease, StageOutcome::Success(json!({"stage": c.lease.stage}))).await.expect("report");
+    }
+}
+
+/// A job is pending, then in progress on the claiming worker, waiting
+/// between stages, and finished with one result per stage.
+pub async fn a_job_runs_stage_by_stage_to_finished(h: &Harness) {
+    let kind = h.kind("stages").await;
+    let s = &h.scheduler;
+    let id = s.submit(Harness::spec(&kind, 2).tag("k", "v")).await.unwrap();
+    let job = s.get(id).await.unwrap();
+    assert_eq!((job.status, job.current_stage), (JobStatus::Pending, Some(StageIndex(0))));
+    assert_eq!(job.tags["k"], "v");
+
+    let c = h.claim(&kind, "w0").await;
+    assert_eq!((c.lease.job, c.lease.stage), (id, StageIndex(0)));
+    let job = s.get(id).await.unwrap();
+    assert_eq!((job.status, job.worker.as_deref()), (JobStatus::InProgress, Some("conformance/w0")));
+    h.workers.report(&c.lease, StageOutcome::Success(json!({"out": 0}))).await.unwrap();
+    let job = s.get(id).await.unwrap();
+    assert_eq!((job.status, job.current_stage), (JobStatus::Waiting, Some(StageIndex(1))));
+
+    let c1 = h.claim(&kind, "w1").await;
+    h.workers.report(&c1.lease, StageOutcome::Success(json!({"out": 1}))).await.unwrap();
+    let job = s.get(id).await.unwrap();
+    assert_eq!((job.status, job.current_stage), (JobStatus::Finished, None));
+    assert!(job.succeeded());
+    assert_eq!(job.results.len(), 2);
+    assert_eq!(job.results[0].value["out"], 0);
+    assert_eq!(job.results[1].worker.as_deref(), Some("conformance/w1"));
+    assert!(job.results[1].started.is_some() && job.results[1].finished.is_some());
+    assert!(job.modified >= job.created);
+}
+
+/// A failed stage ends the job with that failure; later stages never run.
+pub async fn a_failed_stage_finishes_the_job_with_its_failure(h: &Harness) {
+    let kind = h.kind("failure").await;
+    let id = h.scheduler.submit(Harness::spec(&kind, 3)).await.unwrap();
+    let c = h.claim(&kind, "w").await;
+    let failure = StageFailure::new(codes::BUILD_FAILED, "compile kernel/sys.c").with_detail("error: x");
+    h.workers.report(&c.lease, StageOutcome::Failure(failure.clone())).await.unwrap();
+    let job = h.scheduler.get(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Finished);
+    assert!(!job.succeeded());
+    let (stage, f) = job.failure().unwrap();
+    assert_eq!((stage, f), (StageIndex(0), &failure));
+    assert_eq!(job.results.len(), 1);
+    assert!(h.try_claim(&kind, "w").await.is_none(), "a stage after a failure was queued");
+}
+
+/// Abort ends a running job at once; the holder's result is refused; an
+/// ended job cannot be aborted again.
+pub async fn abort_cancels_the_holder_and_refuses_terminal_jobs(h: &Harness) {
+    let kind = h.kind("abort").await;
+    let id = h.scheduler.submit(Harness::spec(&kind, 2)).await.unwrap();
+    let c = h.claim(&kind, "w").await;
+    let job = h.scheduler.abort(id).await.unwrap();
+    assert_eq!((job.status, job.current_stage), (JobStatus::Aborted, None));
+    assert!(matches!(h.workers.report(&c.lease, StageOutcome::Success(json!(1))).await, Err(Error::LeaseLost { .. })));
+    match h.scheduler.abort(id).await {
+        Err(Error::InvalidState { status: JobStatus::Aborted, .. }) => {}
+        other => panic!("aborting an aborted job: {other:?}"),
+    }
+    assert!(h.scheduler.get(id).await.unwrap().results.is_empty());
+}
+
+/// An aborted job's queued stage is never handed out.
+pub async fn abort_of_a_queued_job_drops_its_stage(h: &Harness) {
+    let kind = h.kind("abortq").await;
+    let id = h.scheduler.submit(Harness::spec(&kind, 1)).await.unwrap();
+    h.scheduler.abort(id).await.unwrap();
+    assert!(h.try_claim(&kind, "w").await.is_none(), "an aborted job's stage was handed out");
+}
+
+/// Restart re-runs an ended job from a stage, keeping earlier results and
+/// artifacts and removing later ones; not while it runs; not past its end.
+pub async fn restart_reruns_from_a_stage_and_removes_later_artifacts(h: &Harness) {
+    let kind = h.kind("restart").await;
+    let s = &h.scheduler;
+    let id = s.submit(Harness::spec(&kind, 3)).await.unwrap();
+    assert!(matches!(s.restart(id, Some(StageIndex(0))).await, Err(Error::InvalidState { .. })));
+    finish(h, &kind, 3).await;
+    assert_eq!(h.artifacts.list_job(id).await.unwrap().len(), 3);
+    assert!(matches!(s.restart(id, Some(StageIndex(3))).await, Err(Error::BadRequest { .. })));
+
+    let job = s.restart(id, Some(StageIndex(1))).await.unwrap();
+    assert_eq!((job.status, job.current_stage, job.results.len()), (JobStatus::Waiting, Some(StageIndex(1)), 1));
+    let keys = h.artifacts.list_job(id).await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].as_str().starts_with(&format!("jobs/{id}/0_{kind}/")), "{keys:?}");
+    let c = h.claim(&kind, "again").await;
+    assert_eq!((c.lease.stage, c.attempt, c.previous.len()), (StageIndex(1), 1, 1));
+    h.workers.report(&c.lease, StageOutcome::Success(json!(1))).await.unwrap();
+    finish(h, &kind, 1).await;
+    assert!(s.get(id).await.unwrap().succeeded());
+}
+
+/// Restart without a stage resumes where the job stopped, and not past a
+/// failed stage.
+pub async fn restart_without_a_stage_resumes_where_the_job_stopped(h: &Harness) {
+    let kind = h.kind("resume").await;
+    let id = h.scheduler.submit(Harness::spec(&kind, 3)).await.unwrap();
+    finish(h, &kind, 1).await;
+    let c = h.claim(&kind, "w").await;
+    h.workers.report(&c.lease, StageOutcome::Failure(StageFailure::new("x", "boom"))).await.unwrap();
+    assert!(matches!(h.scheduler.restart(id, Some(StageIndex(2))).await, Err(Error::InvalidState { .. })));
+    let job = h.scheduler.restart(id, None).await.unwrap();
+    assert_eq!((job.current_stage, job.results.len()), (Some(StageIndex(1)), 1));
+    finish(h, &kind, 2).await;
+    assert!(h.scheduler.get(id).await.unwrap().succeeded());
+}
+
+/// Reset replaces the stages, merges the tags and runs from a stage; a bad
+/// new spec is refused with its problems.
+pub async fn reset_replaces_stages_and_merges_tags(h: &Harness) {
+    let kind = h.kind("reset").await;
+    let s = &h.scheduler;
+    let id = s.submit(Harness::spec(&kind, 1).tag("a", "1").tag("b", "1")).await.unwrap();
+    finish(h, &kind, 1).await;
+    let job = s.reset(id, Harness::spec(&kind, 2).tag("b", "2").tag("c", "3"), StageIndex(1)).await.unwrap();
+    assert_eq!(job.stages.len(), 2);
+    assert_eq!((job.current_stage, job.results.len()), (Some(StageIndex(1)), 1));
+    let tags = s.tags(id).await.unwrap();
+    assert_eq!(tags, Tags::from([("a".into(), "1".into()), ("b".into(), "2".into()), ("c".into(), "3".into())]));
+    finish(h, &kind, 1).await;
+    assert!(s.get(id).await.unwrap().succeeded());
+    let bad = JobSpec::new().stage(super::fresh_kind("never-registered"), &json!(null));
+    assert!(!s.reset(id, bad, StageIndex(0)).await.unwrap_err().problems().is_empty());
+}
+
+/// A bad spec is refused with every problem and nothing is stored.
+pub async fn submit_refuses_bad_specs_with_every_problem(h: &Harness) {
+    let kind = h.kind("refuse").await;
+    let before = h.scheduler.list(&ListQuery::new()).await.unwrap().total;
+    let bad = JobSpec::new()
+        .stage(super::fresh_kind("unknown"), &json!({}))
+        .stage(kind.clone(), &json!({"input": {"type": "from_stage", "stage": 5}}))
+        .tag("", "empty key");
+    let err = h.scheduler.submit(bad).await.unwrap_err();
+    let text: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 3, "{text:#?}");
+    assert!(text.iter().any(|p| p.starts_with("stage 0 (conf-unknown-") && p.contains("no worker runs")), "{text:#?}");
+    assert!(text.iter().any(|p| p.contains("refers to stage 5, but the job has 2 stages")), "{text:#?}");
+    assert!(text.iter().any(|p| p.contains("empty key")), "{text:#?}");
+    assert!(!h.scheduler.submit(JobSpec::new()).await.unwrap_err().problems().is_empty());
+    assert_eq!(h.scheduler.list(&ListQuery::new()).await.unwrap().total, before, "a refused job was stored");
+}
+
+/// Tags are read, replaced, merged and looked up by key and value.
+pub async fn tags_can_be_read_set_merged_and_searched(h: &Harness) {
+    let kind = h.kind("tags").await;
+    let s = &h.scheduler;
+    let key = format!("bug-{kind}");
+    let a = s.submit(Harness::spec(&kind, 1).tag(&key, "x").tag("by", "me")).await.unwrap();
+    let b = s.submit(Harness::spec(&kind, 1).tag(&key, "y")).await.unwrap();
+    assert_eq!(s.merge_tags(b, Tags::from([("extra".into(), "1".into())])).await.unwrap().len(), 2);
+    assert_eq!(s.set_tags(a, Tags::from([(key.clone(), "x".into())])).await.unwrap().len(), 1);
+    assert_eq!(s.tags(a).await.unwrap(), Tags::from([(key.clone(), "x".into())]));
+    let all = s.jobs_with_tag(&key, None).await.unwrap();
+    assert_eq!(all.iter().map(|m| (m.job, m.value.as_str())).collect::<Vec<_>>(), vec![(a, "x"), (b, "y")]);
+    assert_eq!(s.jobs_with_tag(&key, Some("y")).await.unwrap().len(), 1);
+    assert!(s.jobs_with_tag(&format!("none-{kind}"), None).await.unwrap().is_empty());
+}
+
+/// Job logs, the job list and the system log page and filter.
+pub async fn logs_and_listings_page(h: &Harness) {
+    let kind = h.kind("pages").await;
+    let s = &h.scheduler;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(s.submit(Harness::spec(&kind, 1)).await.unwrap());
+    }
+    let c = h.claim(&kind, "logger").await;
+    let lines: Vec<String> = (0..30).map(|i| format!("line {i}")).collect();
+    h.workers.append_log(&c.lease, "conformance/logger", &lines).await.unwrap();
+    let q = LogQuery { limit: 10, ..LogQuery::job(c.lease.job) };
+    let p1 = s.logs(&q).await.unwrap();
+    // The claim line, then the worker's lines.
+    assert_eq!(p1.total, 31, "{p1:?}");
+    assert_eq!((p1.items.len(), p1.next), (10, Some(10)));
+    assert_eq!(p1.items[1].line, "line 0");
+    assert_eq!(p1.items[1].worker.as_deref(), Some("conformance/logger"));
+    let last = s.logs(&LogQuery { start: 30, ..q.clone() }).await.unwrap();
+    assert_eq!((last.items.len(), last.next), (1, None));
+    let newest = s.logs(&LogQuery { order: Order::NewestFirst, limit: 1, ..q }).await.unwrap();
+    assert_eq!(newest.items[0].line, "line 29");
+
+    let page = s.list(&ListQuery { limit: 2, ..ListQuery::new() }).await.unwrap();
+    assert!(page.total >= 5 && page.items.len() == 2 && page.next == Some(2), "{page:?}");
+    assert_eq!(page.items[0].id, ids[4], "newest first");
+    let by_mod = s.list(&ListQuery { by: TimeField::Modified, limit: 1, ..ListQuery::new() }).await.unwrap();
+    assert_eq!(by_mod.items[0].id, c.lease.job, "the claimed job changed last");
+    let running = s.list(&ListQuery { status: Some(JobStatus::InProgress), ..ListQuery::new() }).await.unwrap();
+    assert!(running.items.iter().any(|j| j.id == c.lease.job), "{running:?}");
+    assert!(running.items.iter().all(|j| j.status == JobStatus::InProgress), "{running:?}");
+    assert!(s.list(&ListQuery { limit: 0, ..ListQuery::new() }).await.is_err());
+
+    let sys = s.system_log(&SystemLogQuery { kind: Some(kind.clone()), limit: 50, ..Default::default() }).await;
+    let sys = sys.unwrap();
+    assert!(sys.items.iter().any(|e| e.message.contains("handed to conformance/logger")), "{sys:?}");
+    assert!(sys.items.iter().all(|e| e.kind.as_ref() == Some(&kind)), "{sys:?}");
+    h.workers.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
+    for id in ids {
+        if id != c.lease.job {
+            h.scheduler.abort(id).await.unwrap();
+        }
+    }
+}
+
+/// Watch yields the current status, then status changes and log lines, and
+/// ends after the terminal status; an ended job's watch yields one event.
+pub async fn watch_streams_status_and_log_lines_and_ends_at_the_terminal_status(h: &Harness) {
+    let kind = h.kind("watch").await;
+    let id = h.scheduler.submit(Harness::spec(&kind, 1)).await.unwrap();
+    let mut events = h.scheduler.watch(id).await.unwrap();
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(first.status(), Some(JobStatus::Pending));
+    let c = h.claim(&kind, "w").await;
+    h.workers.append_log(&c.lease, "conformance/w", &["hello".into()]).await.unwrap();
+    h.workers.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
+    let rest: Vec<JobEvent> =
+        tokio::time::timeout(MUST_HAPPEN, events.map(|e| e.unwrap()).collect()).await.expect("the watch ends");
+    assert!(rest.iter().any(|e| matches!(e, JobEvent::Log(l) if l.line == "hello")), "{rest:?}");
+    assert!(rest.iter().any(|e| e.status() == Some(JobStatus::InProgress)), "{rest:?}");
+    assert!(rest.last().unwrap().is_terminal(), "{rest:?}");
+    let again: Vec<_> = h.scheduler.watch(id).await.unwrap().collect().await;
+    assert_eq!(again.len(), 1);
+    let job = tokio::time::timeout(MUST_HAPPEN, h.scheduler.wait(id)).await.unwrap().unwrap();
+    assert!(job.succeeded());
+}
+
+/// Every read and write of a job that does not exist is "not found".
+pub async fn unknown_jobs_are_not_found(h: &Harness) {
+    let s = &h.scheduler;
+    let id = JobId::new(0xffff_fff0);
+    assert!(s.get(id).await.unwrap_err().is_not_found());
+    assert!(s.abort(id).await.unwrap_err().is_not_found());
+    assert!(s.tags(id).await.unwrap_err().is_not_found());
+    assert!(s.merge_tags(id, Tags::new()).await.unwrap_err().is_not_found());
+    assert!(s.logs(&LogQuery::job(id)).await.unwrap_err().is_not_found());
+    assert!(s.watch(id).await.is_err());
+    assert!(s.restart(id, None).await.unwrap_err().is_not_found());
+}

@@ -1,0 +1,146 @@
+//! The [`Scheduler`] trait on SQLite: submit, read, steer and watch jobs.
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use kgym_core::{Job, JobId, JobSpec, StageIndex, Tags};
+use tokio::sync::broadcast;
+
+use super::SqliteScheduler;
+use crate::error::{Error, Result};
+use crate::scheduler::{EventStream, Scheduler};
+use crate::store;
+use crate::types::{
+    JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, MAX_PAGE, Page, SystemLogEntry, SystemLogQuery, TagMatch,
+};
+
+fn check_page(limit: u32) -> Result<()> {
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Error::bad_request(format!("limit must be 1..={MAX_PAGE}, got {limit}")));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Scheduler for SqliteScheduler {
+    async fn submit(&self, spec: JobSpec) -> Result<JobId> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        self.check(&spec)?;
+        self.transition(move |c| store::jobs::insert_job(c, &spec, store::now_us())).await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Job> {
+        self.read(move |c| store::jobs::load_job(c, id)).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page<JobSummary>> {
+        check_page(query.limit)?;
+        let q = query.clone();
+        self.read(move |c| store::listing::list(c, &q)).await
+    }
+
+    async fn abort(&self, id: JobId) -> Result<Job> {
+        self.transition(move |c| Ok(((), store::jobs::abort(c, id, store::now_us())?))).await?;
+        self.get(id).await
+    }
+
+    async fn restart(&self, id: JobId, from: Option<StageIndex>) -> Result<Job> {
+        self.rerun(id, "restart", None, from).await
+    }
+
+    async fn reset(&self, id: JobId, spec: JobSpec, from: StageIndex) -> Result<Job> {
+        self.rerun(id, "reset", Some(spec), Some(from)).await
+    }
+
+    async fn tags(&self, id: JobId) -> Result<Tags> {
+        self.read(move |c| store::tags::tags(c, id)).await
+    }
+
+    async fn set_tags(&self, id: JobId, tags: Tags) -> Result<Tags> {
+        self.inner.store.run(move |c| store::tags::update_tags(c, id, &tags, true, store::now_us())).await
+    }
+
+    async fn merge_tags(&self, id: JobId, tags: Tags) -> Result<Tags> {
+        self.inner.store.run(move |c| store::tags::update_tags(c, id, &tags, false, store::now_us())).await
+    }
+
+    async fn jobs_with_tag(&self, key: &str, value: Option<&str>) -> Result<Vec<TagMatch>> {
+        let (key, value) = (key.to_owned(), value.map(str::to_owned));
+        self.read(move |c| store::tags::jobs_with_tag(c, &key, value.as_deref())).await
+    }
+
+    async fn logs(&self, query: &LogQuery) -> Result<Page<JobLogEntry>> {
+        check_page(query.limit)?;
+        let q = query.clone();
+        self.read(move |c| store::logs::query_logs(c, &q)).await
+    }
+
+    async fn system_log(&self, query: &SystemLogQuery) -> Result<Page<SystemLogEntry>> {
+        check_page(query.limit)?;
+        let q = query.clone();
+        self.read(move |c| store::logs::query_sys_log(c, &q)).await
+    }
+
+    async fn watch(&self, id: JobId) -> Result<EventStream> {
+        // Subscribe before reading the status, so no event falls between.
+        let rx = self.inner.hub.subscribe(id);
+        let job = self.get(id).await?;
+        let first = JobEvent::Status {
+            job: id,
+            status: job.status,
+            stage: job.current_stage,
+            worker: job.worker.clone(),
+            time: job.modified,
+        };
+        let this = self.clone();
+        let state = WatchState { rx: Some(rx), sched: this, id, done: false, first: Some(first) };
+        Ok(futures::stream::unfold(state, next_event).boxed())
+    }
+}
+
+struct WatchState {
+    rx: Option<broadcast::Receiver<JobEvent>>,
+    sched: SqliteScheduler,
+    id: JobId,
+    done: bool,
+    first: Option<JobEvent>,
+}
+
+impl Drop for WatchState {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        self.sched.inner.hub.prune(self.id);
+    }
+}
+
+async fn next_event(mut st: WatchState) -> Option<(Result<JobEvent>, WatchState)> {
+    if st.done {
+        return None;
+    }
+    if let Some(first) = st.first.take() {
+        st.done = first.is_terminal();
+        return Some((Ok(first), st));
+    }
+    let rx = st.rx.as_mut()?;
+    let ev = match rx.recv().await {
+        Ok(ev) => Ok(ev),
+        Err(broadcast::error::RecvError::Lagged(n)) => {
+            // Missed events: report the status as it is now.
+            tracing::debug!(job = %st.id, missed = n, "watcher lagged");
+            st.sched.get(st.id).await.map(|job| JobEvent::Status {
+                job: st.id,
+                status: job.status,
+                stage: job.current_stage,
+                worker: job.worker,
+                time: job.modified,
+            })
+        }
+        Err(broadcast::error::RecvError::Closed) => return None,
+    };
+    st.done = match &ev {
+        Ok(ev) => ev.is_terminal(),
+        Err(_) => true,
+    };
+    Some((ev, st))
+}

@@ -1,0 +1,161 @@
+//! Tests of what only the SQLite scheduler has: its database, its queue
+//! and its event hub. The behaviour every scheduler and worker backend
+//! shares is in [`crate::conformance`], run against this one in
+//! `tests/conformance.rs`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kgym_core::{JobSpec, JobStatus, Outcome, StageIndex, StageKind};
+use serde_json::json;
+
+use super::*;
+use crate::scheduler::Scheduler;
+use crate::worker_api::{ClaimRequest, StageOutcome, WorkerBackend};
+
+fn echo() -> StageKind {
+    StageKind::new("echo").unwrap()
+}
+
+fn spec(stages: usize) -> JobSpec {
+    (0..stages).fold(JobSpec::new(), |s, i| s.stage(echo(), &json!({"i": i})))
+}
+
+fn options() -> SchedulerOptions {
+    SchedulerOptions::default().lease_ttl(Duration::from_millis(300))
+}
+
+async fn sched() -> SqliteScheduler {
+    SqliteScheduler::builder().stages(StageRegistry::new().with_kind(echo())).options(options()).build().await.unwrap()
+}
+
+fn req(worker: &str) -> ClaimRequest {
+    ClaimRequest { kind: echo(), worker: format!("host/{worker}"), host: "host".into(), wait: Duration::from_secs(2) }
+}
+
+async fn claim(s: &SqliteScheduler, worker: &str) -> crate::worker_api::Claim {
+    s.claim(&req(worker)).await.unwrap().expect("a stage should be ready")
+}
+
+#[tokio::test]
+async fn options_are_clamped_to_sane_minimums() {
+    let s = SqliteScheduler::builder()
+        .options(SchedulerOptions::default().lease_ttl(Duration::ZERO).max_attempts(0))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(s.options().lease_ttl, Duration::from_millis(100));
+    assert_eq!(s.options().max_attempts, 1);
+}
+
+#[tokio::test]
+async fn duplicate_announcements_and_racing_claims_have_one_winner() {
+    let s = sched().await;
+    let id = s.submit(spec(1)).await.unwrap();
+    // Duplicate announcements, as a redelivering transport could produce.
+    let ann = crate::queue::Announcement { job: id, stage: StageIndex(0), kind: echo() };
+    for _ in 0..30 {
+        s.inner.queue.publish(&ann).await.unwrap();
+    }
+    let claims =
+        futures::future::join_all((0..32).map(|i| {
+            let s = s.clone();
+            async move {
+                s.claim(&ClaimRequest { wait: Duration::from_millis(300), ..req(&format!("w{i}")) }).await.unwrap()
+            }
+        }))
+        .await;
+    let winners: Vec<_> = claims.into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    // And at the database level: the compare-and-set itself.
+    let id2 = s.submit(spec(1)).await.unwrap();
+    let ann2 = crate::queue::Announcement { job: id2, stage: StageIndex(0), kind: echo() };
+    let wins: Vec<bool> = futures::future::join_all((0..16).map(|i| {
+        let (s, ann2) = (s.clone(), ann2.clone());
+        async move {
+            s.inner
+                .store
+                .run(move |c| {
+                    let w = format!("w{i}");
+                    let claimed = store::jobs::claim(
+                        c,
+                        &ann2,
+                        &w,
+                        "h",
+                        &format!("t{i}"),
+                        Duration::from_secs(9),
+                        store::now_us(),
+                    )?;
+                    Ok(claimed.is_some())
+                })
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1);
+}
+
+#[tokio::test]
+async fn watch_channels_do_not_leak() {
+    let s = sched().await;
+    let id = s.submit(spec(1)).await.unwrap();
+    let events = s.watch(id).await.unwrap();
+    let c = claim(&s, "w").await;
+    s.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
+    let all: Vec<_> = events.collect().await;
+    assert!(all.last().unwrap().as_ref().unwrap().is_terminal());
+    let again: Vec<_> = s.watch(id).await.unwrap().collect().await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(s.inner.hub.channels(), 0, "watch channels leak");
+}
+
+#[tokio::test]
+async fn a_worker_that_claims_a_kind_makes_it_accepted() {
+    let s = SqliteScheduler::in_memory(StageRegistry::new()).await.unwrap();
+    assert!(s.submit(spec(1)).await.unwrap_err().problems()[0].message.contains("no worker runs"));
+    assert!(s.claim(&ClaimRequest { wait: Duration::from_millis(10), ..req("w") }).await.unwrap().is_none());
+    assert_eq!(s.accepted_kinds(), vec![echo()]);
+    s.submit(spec(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn state_survives_reopening_the_database_and_queued_stages_are_reannounced() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.sqlite3");
+    let open = || {
+        SqliteScheduler::builder()
+            .database(&db)
+            .stages(StageRegistry::new().with_kind(echo()))
+            .options(options())
+            .build()
+    };
+    let (done, queued, held) = {
+        let s = open().await.unwrap();
+        let done = s.submit(spec(1)).await.unwrap();
+        let c = claim(&s, "w").await;
+        s.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
+        let held = s.submit(spec(1)).await.unwrap();
+        let _c = claim(&s, "gone").await; // its worker "dies" with the process
+        let queued = s.submit(spec(2)).await.unwrap();
+        s.close();
+        (done, queued, held)
+    };
+    let s = open().await.unwrap();
+    assert!(s.get(done).await.unwrap().succeeded());
+    assert_eq!(s.get(held).await.unwrap().status, JobStatus::InProgress, "held stages keep their lease");
+    // The queued job was re-announced; the held one comes back once its
+    // lease expires.
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let c = claim(&s, "new").await;
+        got.push(c.lease.job);
+        s.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
+    }
+    got.sort();
+    assert_eq!(got, vec![held, queued, queued]);
+    for id in [done, held, queued] {
+        assert!(s.get(id).await.unwrap().results.iter().all(|r| r.outcome == Outcome::Success));
+        assert_eq!(s.get(id).await.unwrap().status, JobStatus::Finished);
+    }
+}
