@@ -358,6 +358,7 @@ impl GymBuilder {
                 let api: Arc<dyn Scheduler> = Arc::new(sched.clone());
                 let served = HttpServer::builder(Arc::clone(&api))
                     .worker_backend(Arc::new(sched.clone()))
+                    .artifacts(sched.artifacts().clone())
                     .options(options)
                     .merge(crate::compat::router(api, self.compat))
                     .serve(addr)

@@ -296,6 +296,33 @@ impl ArtifactStore {
         self.list(&format!("jobs/{job}")).await
     }
 
+    /// Every artifact of `job` with its size, sorted by key.
+    pub async fn list_job_sizes(&self, job: JobId) -> Result<Vec<(ArtifactKey, u64)>> {
+        let prefix = format!("jobs/{job}");
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&StorePath::from(prefix.as_str())))
+            .try_collect()
+            .await
+            .map_err(|source| Error::Artifact { key: prefix, source })?;
+        let mut out: Vec<(ArtifactKey, u64)> = metas
+            .into_iter()
+            .filter_map(|m| Some((ArtifactKey::parse(m.location.to_string()).ok()?, m.size)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The artifact as a stream of chunks with its size (for serving it
+    /// without holding it in memory).
+    pub async fn stream(&self, key: &ArtifactKey) -> Result<(u64, futures::stream::BoxStream<'static, Result<Bytes>>)> {
+        let res = self.store.get(&key.store_path()).await.map_err(|e| self.map_err(key, e))?;
+        let size = res.meta.size;
+        let k = key.to_string();
+        let stream = res.into_stream().map_err(move |source| Error::Artifact { key: k.clone(), source });
+        Ok((size, Box::pin(stream)))
+    }
+
     /// Deletes one artifact (missing is fine).
     pub async fn delete(&self, key: &ArtifactKey) -> Result<()> {
         match self.store.delete(&key.store_path()).await {

@@ -123,6 +123,12 @@ pub enum Outcome {
     Failure,
 }
 
+/// The headline of a result value: its top-level `title` when that is a
+/// non-empty string.
+pub fn value_headline(value: &serde_json::Value) -> Option<String> {
+    value.get("title").and_then(|t| t.as_str()).filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
 /// The recorded result of one stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageResult {
@@ -146,6 +152,11 @@ pub struct StageResult {
     /// When the stage ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<DateTime<Utc>>,
+    /// What a listing shows of the result: its value's top-level `title`
+    /// when that is a string (a reproduce stage's crash title). Set by the
+    /// scheduler when it records the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headline: Option<String>,
 }
 
 impl StageResult {
@@ -154,6 +165,7 @@ impl StageResult {
         Self {
             outcome: Outcome::Success,
             message: message.into(),
+            headline: value_headline(&value),
             value,
             failure: None,
             worker: None,
@@ -172,6 +184,7 @@ impl StageResult {
             worker: None,
             started: None,
             finished: None,
+            headline: None,
         }
     }
 

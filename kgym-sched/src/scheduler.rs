@@ -17,7 +17,8 @@ use kgym_core::{Job, JobId, JobSpec, StageIndex, Tags};
 use crate::error::Error;
 use crate::error::Result;
 use crate::types::{
-    JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, Page, SystemLogEntry, SystemLogQuery, TagMatch,
+    JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, Page, Stats, StatsQuery, StatusCounts, SystemLogEntry,
+    SystemLogQuery, TagMatch, WorkerStatus,
 };
 
 /// The events of one job, ending after the terminal status event.
@@ -39,6 +40,10 @@ pub trait Scheduler: Send + Sync + fmt::Debug + 'static {
 
     /// A page of job summaries.
     async fn list(&self, query: &ListQuery) -> Result<Page<JobSummary>>;
+
+    /// How many of the jobs `query` selects (ignoring its status and page)
+    /// are in each status.
+    async fn status_counts(&self, query: &ListQuery) -> Result<StatusCounts>;
 
     /// Stops a pending, waiting or running job; a running stage's worker
     /// sees its cancellation token fire. Terminal jobs are refused with
@@ -79,6 +84,14 @@ pub trait Scheduler: Send + Sync + fmt::Debug + 'static {
     /// changes and log lines as they happen; the stream ends after a
     /// terminal status (`finished`/`aborted`).
     async fn watch(&self, id: JobId) -> Result<EventStream>;
+
+    /// The worker processes that registered, live or not, with the stages
+    /// their slots hold.
+    async fn workers(&self) -> Result<Vec<WorkerStatus>>;
+
+    /// Statistics of what ended in a window (jobs per hour, stage
+    /// durations, frequent headlines).
+    async fn stats(&self, query: &StatsQuery) -> Result<Stats>;
 }
 
 /// Conveniences over any [`Scheduler`].

@@ -6,6 +6,7 @@
 //! implements it over HTTP, so a worker can live in another process (and be
 //! `kill -9`'d: its lease expires and the stage goes back on its queue).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -22,6 +23,16 @@ pub struct WorkerInfo {
     pub host: String,
     /// The kinds it runs, with its slots for each.
     pub kinds: Vec<(StageKind, u32)>,
+    /// Labels describing it (`pool=big`, `arch=arm64`, ...).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl WorkerInfo {
+    /// A worker on `host` running `kinds`, without labels.
+    pub fn new(host: impl Into<String>, kinds: Vec<(StageKind, u32)>) -> Self {
+        Self { host: host.into(), kinds, labels: BTreeMap::new() }
+    }
 }
 
 /// A request for the next stage of one kind.
@@ -143,6 +154,10 @@ pub trait WorkerBackend: Send + Sync + fmt::Debug + 'static {
 
     /// Records a system log line about a worker (started, stopping).
     async fn worker_event(&self, host: &str, kind: Option<&StageKind>, message: &str) -> Result<()>;
+
+    /// Says goodbye: the worker process on `host` stopped (it is no longer
+    /// live, whatever its last heartbeat).
+    async fn deregister(&self, host: &str) -> Result<()>;
 }
 
 /// Serde adapter: a `Duration` as integer milliseconds.

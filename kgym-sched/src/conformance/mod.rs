@@ -81,7 +81,7 @@ impl Harness {
     /// submit) by a worker host named after the test.
     pub(crate) async fn kind(&self, test: &str) -> StageKind {
         let kind = fresh_kind(test);
-        let info = WorkerInfo { host: format!("conformance-{test}"), kinds: vec![(kind.clone(), 1)] };
+        let info = WorkerInfo::new(format!("conformance-{test}"), vec![(kind.clone(), 1)]);
         self.workers.register(&info).await.expect("register a worker");
         kind
     }

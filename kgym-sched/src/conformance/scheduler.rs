@@ -28,6 +28,9 @@ pub async fn run_all(h: &Harness) {
     logs_and_listings_page(h).await;
     watch_streams_status_and_log_lines_and_ends_at_the_terminal_status(h).await;
     unknown_jobs_are_not_found(h).await;
+    listings_filter_by_tag_and_count_by_status(h).await;
+    workers_are_listed_with_what_they_hold(h).await;
+    stats_count_hours_durations_and_headlines(h).await;
 }
 
 /// Claims and succeeds `n` stages of `kind`, each storing one artifact.
@@ -278,4 +281,103 @@ pub async fn unknown_jobs_are_not_found(h: &Harness) {
     assert!(s.logs(&LogQuery::job(id)).await.unwrap_err().is_not_found());
     assert!(s.watch(id).await.is_err());
     assert!(s.restart(id, None).await.unwrap_err().is_not_found());
+}
+
+/// Listings narrow to a tag (and value); counts per status follow the same
+/// filter; summaries carry the latest result headline.
+pub async fn listings_filter_by_tag_and_count_by_status(h: &Harness) {
+    let kind = h.kind("filter").await;
+    let key = format!("batch-{kind}");
+    let s = &h.scheduler;
+    let a = s.submit(Harness::spec(&kind, 1).tag(&key, "a")).await.unwrap();
+    let b = s.submit(Harness::spec(&kind, 1).tag(&key, "b")).await.unwrap();
+    let _other = s.submit(Harness::spec(&kind, 1)).await.unwrap();
+    let c = h.claim(&kind, "w").await;
+    h.workers
+        .report(&c.lease, StageOutcome::Success(json!({"title": "KASAN: use-after-free Read in f"})))
+        .await
+        .unwrap();
+    assert_eq!(c.lease.job, a, "jobs are handed out in submit order");
+    s.abort(b).await.unwrap();
+
+    let tagged = s.list(&ListQuery::new().tagged(&key, None)).await.unwrap();
+    assert_eq!(tagged.items.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b, a], "{tagged:?}");
+    assert_eq!(tagged.total, 2);
+    assert_eq!(tagged.items[1].headline.as_deref(), Some("KASAN: use-after-free Read in f"));
+    assert_eq!(tagged.items[0].headline, None);
+    let only_b = s.list(&ListQuery::new().tagged(&key, Some("b".into()))).await.unwrap();
+    assert_eq!(only_b.items.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b]);
+    let finished = s.list(&ListQuery::new().tagged(&key, None).status(JobStatus::Finished)).await.unwrap();
+    assert_eq!(finished.items.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a]);
+
+    let counts = s.status_counts(&ListQuery::new().tagged(&key, None)).await.unwrap();
+    assert_eq!((counts.finished, counts.aborted, counts.pending, counts.total()), (1, 1, 0, 2), "{counts:?}");
+    let all = s.status_counts(&ListQuery::new()).await.unwrap();
+    assert!(all.total() >= 3 && all.pending >= 1, "{all:?}");
+    let job = s.get(a).await.unwrap();
+    assert_eq!(job.results[0].headline.as_deref(), Some("KASAN: use-after-free Read in f"));
+    s.abort(_other).await.unwrap();
+}
+
+/// A registered worker is listed live with its kinds and labels and the
+/// stage it holds; after it deregisters it is listed as stopped.
+pub async fn workers_are_listed_with_what_they_hold(h: &Harness) {
+    use crate::worker_api::WorkerInfo;
+    let kind = super::fresh_kind("roster");
+    let host = format!("roster-{kind}");
+    let mut info = WorkerInfo::new(&host, vec![(kind.clone(), 3)]);
+    info.labels.insert("pool".into(), "big".into());
+    h.workers.register(&info).await.unwrap();
+    let id = h.scheduler.submit(Harness::spec(&kind, 1)).await.unwrap();
+    let req = crate::worker_api::ClaimRequest {
+        kind: kind.clone(),
+        worker: format!("{host}/{kind}-0"),
+        host: host.clone(),
+        wait: MUST_HAPPEN,
+    };
+    let c = h.workers.claim(&req).await.unwrap().expect("a stage");
+    let listed = h.scheduler.workers().await.unwrap();
+    let me = listed.iter().find(|w| w.host == host).unwrap_or_else(|| panic!("{host} not in {listed:?}"));
+    assert!(me.live, "{me:?}");
+    assert_eq!(me.kinds, vec![(kind.clone(), 3)]);
+    assert_eq!(me.labels.get("pool").map(String::as_str), Some("big"));
+    assert_eq!(me.running.len(), 1, "{me:?}");
+    assert_eq!((me.running[0].job, me.running[0].stage, me.running[0].attempt), (id, StageIndex(0), 1));
+    assert_eq!(me.running[0].worker, format!("{host}/{kind}-0"));
+    assert!(me.running[0].lease_expires.is_some());
+    h.workers.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
+    h.workers.deregister(&host).await.unwrap();
+    let listed = h.scheduler.workers().await.unwrap();
+    let me = listed.iter().find(|w| w.host == host).unwrap();
+    assert!(!me.live && me.stopped.is_some() && me.running.is_empty(), "{me:?}");
+}
+
+/// Statistics count finished jobs per hour (with failures), stage
+/// durations per kind and the most frequent headlines.
+pub async fn stats_count_hours_durations_and_headlines(h: &Harness) {
+    use crate::types::StatsQuery;
+    let kind = h.kind("stats").await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let title = format!("WARNING in {kind}");
+    for i in 0..3 {
+        h.scheduler.submit(Harness::spec(&kind, 1)).await.unwrap();
+        let c = h.claim(&kind, "w").await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let outcome = if i < 2 {
+            StageOutcome::Success(json!({"title": title}))
+        } else {
+            StageOutcome::Failure(StageFailure::new("x", "boom"))
+        };
+        h.workers.report(&c.lease, outcome).await.unwrap();
+    }
+    let stats = h.scheduler.stats(&StatsQuery { since: Some(since), top: 100 }).await.unwrap();
+    let (finished, failed) = stats.finished_per_hour.iter().fold((0, 0), |(f, x), hc| (f + hc.finished, x + hc.failed));
+    assert!(finished >= 3 && failed >= 1, "{stats:?}");
+    let d = stats.durations.iter().find(|d| d.kind == kind).unwrap_or_else(|| panic!("{stats:?}"));
+    assert_eq!(d.count, 2, "{d:?}");
+    assert!(d.p50_seconds >= 0.015 && d.max_seconds >= d.p90_seconds && d.p90_seconds >= d.p50_seconds, "{d:?}");
+    let t = stats.headlines.iter().find(|x| x.headline == title).unwrap_or_else(|| panic!("{stats:?}"));
+    assert_eq!(t.count, 2);
+    let later = h.scheduler.stats(&StatsQuery { since: Some(chrono::Utc::now()), top: 10 }).await.unwrap();
+    assert!(later.headlines.iter().all(|x| x.headline != title), "the window is honoured: {later:?}");
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::reply::{ApiError, ApiJson, ApiQuery, job_id, ok};
 use super::server::AppState;
-use crate::types::{DEFAULT_PAGE, ListQuery, LogQuery, Order, SystemLogQuery, TimeField};
+use crate::types::{DEFAULT_PAGE, ListQuery, LogQuery, Order, StatsQuery, SystemLogQuery, TimeField};
 
 type Reply = Result<Response, ApiError>;
 
@@ -26,7 +26,7 @@ pub(crate) async fn submit(State(s): State<AppState>, ApiJson(spec): ApiJson<Job
     Ok(ok(json!({"id": id})))
 }
 
-/// Query of `GET /api/v1/jobs`.
+/// Query of `GET /api/v1/jobs` (and `/api/v1/jobs/counts`).
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListParams {
     #[serde(default)]
@@ -34,6 +34,8 @@ pub(crate) struct ListParams {
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     status: Option<JobStatus>,
+    tag: Option<String>,
+    tag_value: Option<String>,
     #[serde(default)]
     order: Order,
     #[serde(default)]
@@ -41,17 +43,36 @@ pub(crate) struct ListParams {
     limit: Option<u32>,
 }
 
+impl ListParams {
+    fn query(self) -> ListQuery {
+        ListQuery {
+            by: self.by,
+            from: self.from,
+            to: self.to,
+            status: self.status,
+            tag: self.tag,
+            tag_value: self.tag_value,
+            order: self.order,
+            start: self.start,
+            limit: self.limit.unwrap_or(DEFAULT_PAGE),
+        }
+    }
+}
+
 pub(crate) async fn list(State(s): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Reply {
-    let q = ListQuery {
-        by: p.by,
-        from: p.from,
-        to: p.to,
-        status: p.status,
-        order: p.order,
-        start: p.start,
-        limit: p.limit.unwrap_or(DEFAULT_PAGE),
-    };
-    Ok(ok(s.sched.list(&q).await?))
+    Ok(ok(s.sched.list(&p.query()).await?))
+}
+
+pub(crate) async fn counts(State(s): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Reply {
+    Ok(ok(s.sched.status_counts(&p.query()).await?))
+}
+
+pub(crate) async fn workers(State(s): State<AppState>) -> Reply {
+    Ok(ok(s.sched.workers().await?))
+}
+
+pub(crate) async fn stats(State(s): State<AppState>, ApiQuery(q): ApiQuery<StatsQuery>) -> Reply {
+    Ok(ok(s.sched.stats(&q).await?))
 }
 
 pub(crate) async fn get(State(s): State<AppState>, Path(id): Path<String>) -> Reply {

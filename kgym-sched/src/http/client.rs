@@ -12,7 +12,8 @@ use super::conn::Conn;
 use crate::error::{Error, Result};
 use crate::scheduler::{EventStream, Scheduler};
 use crate::types::{
-    JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, Page, SystemLogEntry, SystemLogQuery, TagMatch,
+    JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, Page, Stats, StatsQuery, StatusCounts, SystemLogEntry,
+    SystemLogQuery, TagMatch, WorkerStatus,
 };
 
 /// A scheduler reached over HTTP.
@@ -111,6 +112,19 @@ impl Scheduler for HttpScheduler {
 
     async fn list(&self, q: &ListQuery) -> Result<Page<JobSummary>> {
         self.conn.json(Method::GET, &format!("/api/v1/jobs{}", query(q)?), None::<&()>).await
+    }
+
+    async fn status_counts(&self, q: &ListQuery) -> Result<StatusCounts> {
+        let q = ListQuery { start: 0, status: None, ..q.clone() };
+        self.conn.json(Method::GET, &format!("/api/v1/jobs/counts{}", query(&q)?), None::<&()>).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerStatus>> {
+        self.conn.json(Method::GET, "/api/v1/workers", None::<&()>).await
+    }
+
+    async fn stats(&self, q: &StatsQuery) -> Result<Stats> {
+        self.conn.json(Method::GET, &format!("/api/v1/stats{}", query(q)?), None::<&()>).await
     }
 
     async fn abort(&self, id: JobId) -> Result<Job> {

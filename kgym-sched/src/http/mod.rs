@@ -14,6 +14,7 @@
 //!   trait over HTTP, for worker processes.
 
 mod api_routes;
+mod artifact_routes;
 mod client;
 mod conn;
 pub mod reply;

@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::reply::error_response;
-use super::{api_routes as api, worker_routes as wk};
+use super::{api_routes as api, artifact_routes as artifacts, worker_routes as wk};
+use kgym_core::ArtifactStore;
+
 use crate::error::{Error, Result};
 use crate::scheduler::Scheduler;
 use crate::worker_api::WorkerBackend;
@@ -30,6 +32,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
 pub(crate) struct AppState {
     pub sched: Arc<dyn Scheduler>,
     pub workers: Option<Arc<dyn WorkerBackend>>,
+    pub artifacts: Option<ArtifactStore>,
 }
 
 /// A router that remembers each (method, path) it serves, so the OpenAPI
@@ -54,6 +57,7 @@ fn routes() -> Routes {
         .add("get", "/api/v1/health", get(api::health))
         .add("post", "/api/v1/jobs", post(api::submit))
         .add("get", "/api/v1/jobs", get(api::list))
+        .add("get", "/api/v1/jobs/counts", get(api::counts))
         .add("get", "/api/v1/jobs/{id}", get(api::get))
         .add("post", "/api/v1/jobs/{id}/abort", post(api::abort))
         .add("post", "/api/v1/jobs/{id}/restart", post(api::restart))
@@ -66,6 +70,10 @@ fn routes() -> Routes {
         .add("get", "/api/v1/tags/{key}", get(api::tagged))
         .add("get", "/api/v1/logs", get(api::all_logs))
         .add("get", "/api/v1/system/log", get(api::system_log))
+        .add("get", "/api/v1/stats", get(api::stats))
+        .add("get", "/api/v1/workers", get(api::workers))
+        .add("get", "/api/v1/jobs/{id}/artifacts", get(artifacts::list))
+        .add("get", "/api/v1/artifacts/{*key}", get(artifacts::download))
         // Remote worker protocol.
         .add("post", "/api/v1/workers/register", post(wk::register))
         .add("post", "/api/v1/workers/claim", post(wk::claim))
@@ -74,6 +82,7 @@ fn routes() -> Routes {
         .add("post", "/api/v1/workers/report", post(wk::report))
         .add("post", "/api/v1/workers/yield", post(wk::yield_stage))
         .add("post", "/api/v1/workers/event", post(wk::event))
+        .add("post", "/api/v1/workers/deregister", post(wk::deregister))
     // kGym's routes.
 }
 
@@ -161,6 +170,7 @@ impl ServerOptions {
 pub struct ServerBuilder {
     sched: Arc<dyn Scheduler>,
     workers: Option<Arc<dyn WorkerBackend>>,
+    artifacts: Option<ArtifactStore>,
     options: ServerOptions,
     merged: Vec<Router>,
 }
@@ -172,7 +182,7 @@ pub struct HttpServer;
 impl HttpServer {
     /// A server over `sched`.
     pub fn builder(sched: Arc<dyn Scheduler>) -> ServerBuilder {
-        ServerBuilder { sched, workers: None, options: ServerOptions::default(), merged: Vec::new() }
+        ServerBuilder { sched, workers: None, artifacts: None, options: ServerOptions::default(), merged: Vec::new() }
     }
 }
 
@@ -181,6 +191,13 @@ impl ServerBuilder {
     /// `/api/v1/workers/*` answer 400).
     pub fn worker_backend(mut self, backend: Arc<dyn WorkerBackend>) -> Self {
         self.workers = Some(backend);
+        self
+    }
+
+    /// Serves the jobs' artifacts from `store` (without it,
+    /// `/api/v1/jobs/{id}/artifacts` and `/api/v1/artifacts/...` answer 404).
+    pub fn artifacts(mut self, store: ArtifactStore) -> Self {
+        self.artifacts = Some(store);
         self
     }
 
@@ -201,7 +218,11 @@ impl ServerBuilder {
 
     /// The router, to serve or to nest in another axum app.
     pub fn router(&self) -> Router {
-        let state = AppState { sched: Arc::clone(&self.sched), workers: self.workers.clone() };
+        let state = AppState {
+            sched: Arc::clone(&self.sched),
+            workers: self.workers.clone(),
+            artifacts: self.artifacts.clone(),
+        };
         let token: Option<Arc<str>> = self.options.token.as_deref().map(Arc::from);
         let own: Router = routes().router.with_state(state);
         self.merged

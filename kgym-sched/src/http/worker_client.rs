@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::conn::{Conn, REQUEST_TIMEOUT, read_json};
-use super::worker_routes::{EventBody, LogBody, ReportBody};
+use super::worker_routes::{EventBody, HostBody, LogBody, ReportBody};
 use crate::error::Result;
 use crate::worker_api::{Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, StageOutcome, WorkerBackend, WorkerInfo};
 
@@ -95,6 +95,12 @@ impl WorkerBackend for HttpWorkerBackend {
     async fn worker_event(&self, host: &str, kind: Option<&StageKind>, message: &str) -> Result<()> {
         let body = EventBody { host: host.to_owned(), kind: kind.cloned(), message: message.to_owned() };
         let _: serde_json::Value = self.conn.json(Method::POST, "/api/v1/workers/event", Some(&body)).await?;
+        Ok(())
+    }
+
+    async fn deregister(&self, host: &str) -> Result<()> {
+        let body = HostBody { host: host.to_owned() };
+        let _: serde_json::Value = self.conn.json(Method::POST, "/api/v1/workers/deregister", Some(&body)).await?;
         Ok(())
     }
 }

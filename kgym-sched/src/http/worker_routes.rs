@@ -77,6 +77,17 @@ pub(crate) async fn yield_stage(State(s): State<AppState>, ApiJson(lease): ApiJs
     Ok(ok(json!({})))
 }
 
+/// Body of `POST /api/v1/workers/deregister`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HostBody {
+    pub host: String,
+}
+
+pub(crate) async fn deregister(State(s): State<AppState>, ApiJson(b): ApiJson<HostBody>) -> Reply {
+    backend(&s)?.deregister(&b.host).await?;
+    Ok(ok(json!({})))
+}
+
 pub(crate) async fn event(State(s): State<AppState>, ApiJson(b): ApiJson<EventBody>) -> Reply {
     backend(&s)?.worker_event(&b.host, b.kind.as_ref(), &b.message).await?;
     Ok(ok(json!({})))

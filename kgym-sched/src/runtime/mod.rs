@@ -12,6 +12,7 @@
 mod logs;
 mod stage;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -54,11 +55,19 @@ pub struct RuntimeOptions {
     /// How long a cancelled stage gets to stop (kill its subprocesses)
     /// before it is abandoned.
     pub grace: Duration,
+    /// Labels the workers declare (`pool=big`, `arch=arm64`, ...).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        Self { host: hostname(), heartbeat: DEFAULT_HEARTBEAT, claim_wait: DEFAULT_CLAIM_WAIT, grace: DEFAULT_GRACE }
+        Self {
+            host: hostname(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            claim_wait: DEFAULT_CLAIM_WAIT,
+            grace: DEFAULT_GRACE,
+            labels: BTreeMap::new(),
+        }
     }
 }
 
@@ -84,6 +93,12 @@ impl RuntimeOptions {
     /// Sets [`grace`](Self::grace).
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// Adds a label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
         self
     }
 }
@@ -118,10 +133,11 @@ impl RuntimeBuilder {
 
     /// Registers with the backend and starts every slot.
     pub async fn start(self) -> Result<RuntimeHandle> {
-        let RuntimeOptions { host, heartbeat, claim_wait, grace } = self.options;
+        let RuntimeOptions { host, heartbeat, claim_wait, grace, labels } = self.options;
         let heartbeat = heartbeat.max(Duration::from_millis(10));
         let claim_wait = claim_wait.max(Duration::from_millis(10));
-        let info = WorkerInfo { host: host.clone(), kinds: self.workers.iter().map(|(w, n)| (w.kind(), *n)).collect() };
+        let kinds = self.workers.iter().map(|(w, n)| (w.kind(), *n)).collect();
+        let info = WorkerInfo { host: host.clone(), kinds, labels };
         self.backend.register(&info).await?;
         let shutdown = CancellationToken::new();
         let stats = Arc::new(Stats::default());
@@ -209,7 +225,9 @@ impl RuntimeHandle {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
-        let _ = self.backend.worker_event(&self.host, None, &format!("worker host {} stopped", self.host)).await;
+        if let Err(e) = self.backend.deregister(&self.host).await {
+            tracing::warn!(host = %self.host, error = %e, "failed to deregister; the scheduler will see the worker go quiet");
+        }
         tracing::info!(host = %self.host, "worker runtime stopped");
     }
 

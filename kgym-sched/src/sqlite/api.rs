@@ -10,8 +10,12 @@ use crate::error::{Error, Result};
 use crate::scheduler::{EventStream, Scheduler};
 use crate::store;
 use crate::types::{
-    JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, MAX_PAGE, Page, SystemLogEntry, SystemLogQuery, TagMatch,
+    JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, MAX_PAGE, Page, Stats, StatsQuery, StatusCounts,
+    SystemLogEntry, SystemLogQuery, TagMatch, WorkerStatus,
 };
+
+/// The default window of [`Scheduler::stats`]: the last 7 days.
+const DEFAULT_STATS_WINDOW: chrono::Duration = chrono::Duration::days(7);
 
 fn check_page(limit: u32) -> Result<()> {
     if limit == 0 || limit > MAX_PAGE {
@@ -38,6 +42,23 @@ impl Scheduler for SqliteScheduler {
         check_page(query.limit)?;
         let q = query.clone();
         self.read(move |c| store::listing::list(c, &q)).await
+    }
+
+    async fn status_counts(&self, query: &ListQuery) -> Result<StatusCounts> {
+        let q = query.clone();
+        self.read(move |c| store::listing::counts(c, &q)).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerStatus>> {
+        let ttl = i64::try_from(self.inner.options.worker_ttl.as_micros()).unwrap_or(i64::MAX);
+        let live_after = store::now_us().saturating_sub(ttl);
+        self.read(move |c| store::workers::list(c, live_after)).await
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Stats> {
+        let since = query.since.unwrap_or_else(|| chrono::Utc::now() - DEFAULT_STATS_WINDOW).timestamp_micros();
+        let top = query.top;
+        self.read(move |c| store::stats::stats(c, since, top)).await
     }
 
     async fn abort(&self, id: JobId) -> Result<Job> {

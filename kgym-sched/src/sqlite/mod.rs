@@ -39,11 +39,17 @@ pub struct SchedulerOptions {
     /// Hand-outs of a stage before it fails with `worker-lost` (retryable
     /// failures count too; at least 1).
     pub max_attempts: u32,
+    /// How long a worker process counts as live after its last claim or
+    /// heartbeat (its claims come at least every minute while idle).
+    pub worker_ttl: Duration,
 }
+
+/// How long a worker counts as live after its last sign of life, by default.
+pub const DEFAULT_WORKER_TTL: Duration = Duration::from_secs(90);
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
-        Self { lease_ttl: DEFAULT_LEASE_TTL, max_attempts: DEFAULT_MAX_ATTEMPTS }
+        Self { lease_ttl: DEFAULT_LEASE_TTL, max_attempts: DEFAULT_MAX_ATTEMPTS, worker_ttl: DEFAULT_WORKER_TTL }
     }
 }
 
@@ -60,8 +66,18 @@ impl SchedulerOptions {
         self
     }
 
+    /// Sets [`worker_ttl`](Self::worker_ttl).
+    pub fn worker_ttl(mut self, ttl: Duration) -> Self {
+        self.worker_ttl = ttl;
+        self
+    }
+
     fn clamped(self) -> Self {
-        Self { lease_ttl: self.lease_ttl.max(Duration::from_millis(100)), max_attempts: self.max_attempts.max(1) }
+        Self {
+            lease_ttl: self.lease_ttl.max(Duration::from_millis(100)),
+            max_attempts: self.max_attempts.max(1),
+            worker_ttl: self.worker_ttl.max(Duration::from_secs(1)),
+        }
     }
 }
 

@@ -54,10 +54,27 @@ impl WorkerBackend for SqliteScheduler {
         }
         let kinds: Vec<String> = info.kinds.iter().map(|(k, n)| format!("{k} x{n}")).collect();
         let message = format!("worker host {} started: {}", info.host, kinds.join(", "));
-        let host = info.host.clone();
+        let info = info.clone();
         self.inner
             .store
-            .run(move |c| store::logs::sys_line(c, None, store::now_us(), &LogLine::new(&message).host(&host)))
+            .run(move |c| {
+                let now = store::now_us();
+                store::workers::register(c, &info, now)?;
+                store::logs::sys_line(c, None, now, &LogLine::new(&message).host(&info.host))
+            })
+            .await
+    }
+
+    async fn deregister(&self, host: &str) -> Result<()> {
+        let host = host.to_owned();
+        self.inner
+            .store
+            .run(move |c| {
+                let now = store::now_us();
+                store::workers::stopped(c, &host, now)?;
+                let message = format!("worker host {host} stopped");
+                store::logs::sys_line(c, None, now, &LogLine::new(&message).host(&host))
+            })
             .await
     }
 
@@ -70,6 +87,8 @@ impl WorkerBackend for SqliteScheduler {
         if !self.accepts(&req.kind) {
             self.accept_kind(req.kind.clone());
         }
+        let host = req.host.clone();
+        self.inner.store.run(move |c| store::workers::seen(c, &host, store::now_us())).await?;
         let consumer = self.consumer_or_open(&req.kind).await?;
         let deadline = tokio::time::Instant::now() + req.wait.min(MAX_CLAIM_WAIT);
         loop {
@@ -109,7 +128,17 @@ impl WorkerBackend for SqliteScheduler {
 
     async fn heartbeat(&self, lease: &Lease) -> Result<LeaseStatus> {
         let (lease, ttl) = (lease.clone(), self.inner.options.lease_ttl);
-        self.inner.store.run(move |c| store::jobs::heartbeat(c, &lease, ttl, store::now_us())).await
+        self.inner
+            .store
+            .run(move |c| {
+                let now = store::now_us();
+                let status = store::jobs::heartbeat(c, &lease, ttl, now)?;
+                if status == LeaseStatus::Active {
+                    store::workers::seen_holder(c, lease.job, now)?;
+                }
+                Ok(status)
+            })
+            .await
     }
 
     async fn append_log(&self, lease: &Lease, worker: &str, lines: &[String]) -> Result<()> {

@@ -308,9 +308,23 @@ fn record(tx: &Transaction<'_>, row: &Row, mut result: StageResult, now: i64) ->
         what: "stage result",
         source,
     })?;
+    let outcome = match result.outcome {
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
+    };
     tx.execute(
-        "INSERT OR REPLACE INTO results (job_id, stage, result) VALUES (?1, ?2, ?3)",
-        params![raw(row.id), row.cursor, text],
+        "INSERT OR REPLACE INTO results (job_id, stage, result, kind, outcome, started_us, finished_us, headline)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            raw(row.id),
+            row.cursor,
+            text,
+            row.kind_at(row.cursor)?.as_str(),
+            outcome,
+            row.stage_started_us,
+            now,
+            result.headline
+        ],
     )
     .map_err(Error::db("record a stage result"))?;
     let (status, cursor) = match result.outcome {

@@ -7,18 +7,23 @@
 pub(crate) mod jobs;
 pub(crate) mod listing;
 pub(crate) mod logs;
+pub(crate) mod stats;
 pub(crate) mod tags;
+pub(crate) mod workers;
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
-use kgym_core::{JobId, JobStatus};
+use kgym_core::{JobId, JobStatus, StageKind};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
 
 /// Schema migrations in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init.sql", include_str!("../../migrations/0001_init.sql")),
+    ("0002_workers_and_stats.sql", include_str!("../../migrations/0002_workers_and_stats.sql")),
+];
 
 /// A unit of work for the database thread.
 type Task = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -138,6 +143,13 @@ pub(crate) fn raw(id: JobId) -> i64 {
 pub(crate) fn status_of(s: &str) -> JobStatus {
     // The CHECK constraint keeps other values out.
     JobStatus::parse(s).unwrap_or(JobStatus::Aborted)
+}
+
+/// A stored stage kind; one that does not parse is a column conversion
+/// error (the row is corrupt), never another kind.
+pub(crate) fn stored_kind(text: String, column: usize) -> rusqlite::Result<StageKind> {
+    StageKind::new(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 /// Whether job `id` exists.

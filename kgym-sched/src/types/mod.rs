@@ -1,11 +1,18 @@
 //! The values the [`Scheduler`](crate::Scheduler) trait takes and returns
 //! besides kgym-core's job model: list and log queries, pages, log entries,
-//! job summaries and watch events. All are serde types (the HTTP API sends
-//! them as JSON).
+//! job summaries and watch events; the live workers ([`workers`]) and the
+//! statistics of a job history ([`stats`]). All are serde types (the HTTP
+//! API sends them as JSON).
+
+mod stats;
+mod workers;
 
 use chrono::{DateTime, Utc};
 use kgym_core::{JobId, JobStatus, StageIndex, StageKind};
 use serde::{Deserialize, Serialize};
+
+pub use stats::{HeadlineCount, HourCount, KindDurations, Stats, StatsQuery, StatusCounts};
+pub use workers::{RunningStage, WorkerStatus};
 
 /// Largest page a query may ask for.
 pub const MAX_PAGE: u32 = 500;
@@ -54,6 +61,12 @@ pub struct ListQuery {
     /// Only jobs in this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<JobStatus>,
+    /// Only jobs carrying this tag key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// ... with this value (needs `tag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_value: Option<String>,
     /// Order of the listing.
     #[serde(default)]
     pub order: Order,
@@ -73,6 +86,8 @@ impl Default for ListQuery {
             from: None,
             to: None,
             status: None,
+            tag: None,
+            tag_value: None,
             order: Order::NewestFirst,
             start: 0,
             limit: DEFAULT_PAGE,
@@ -84,6 +99,19 @@ impl ListQuery {
     /// The first page, newest first, by creation time.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Only jobs in `status` (builder style).
+    pub fn status(mut self, status: JobStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only jobs carrying tag `key` (with `value`, when given).
+    pub fn tagged(mut self, key: impl Into<String>, value: Option<String>) -> Self {
+        self.tag = Some(key.into());
+        self.tag_value = value;
+        self
     }
 }
 
@@ -133,6 +161,10 @@ pub struct JobSummary {
     /// The worker holding the current stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// The headline of the job's latest result that has one (a crash
+    /// title), see [`kgym_core::StageResult::headline`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headline: Option<String>,
 }
 
 /// A page of log lines: one job's, or every job's when `job` is `None`.
