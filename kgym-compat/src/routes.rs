@@ -140,7 +140,7 @@ async fn list(State(s): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> R
     if limit == 0 {
         return Ok(ok(json!({"result": [], "size": 0, "next": -1, "total": 0})));
     }
-    let q = ListQuery { by, from, to, status: None, order: Order::NewestFirst, start, limit };
+    let q = ListQuery { by, from, to, order: Order::NewestFirst, start, limit, ..ListQuery::default() };
     let page = s.sched.list(&q).await?;
     Ok(ok(compat::present_page(&page, compat::present_summary)))
 }

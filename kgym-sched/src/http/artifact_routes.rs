@@ -16,16 +16,21 @@ use crate::error::Error;
 
 type Reply = Result<Response, ApiError>;
 
-fn store(s: &AppState) -> Result<&ArtifactStore, Response> {
+fn store(s: &AppState) -> Result<&ArtifactStore, Box<Response>> {
     s.artifacts.as_ref().ok_or_else(|| {
-        error_response(StatusCode::NOT_FOUND, "no-artifacts", "this server does not serve artifacts".into(), json!({}))
+        Box::new(error_response(
+            StatusCode::NOT_FOUND,
+            "no-artifacts",
+            "this server does not serve artifacts".into(),
+            json!({}),
+        ))
     })
 }
 
 /// `GET /api/v1/jobs/{id}/artifacts`: `[{key, size}]`.
 pub(crate) async fn list(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, Response> {
     let id = job_id(&id).map_err(axum::response::IntoResponse::into_response)?;
-    let store = store(&s)?;
+    let store = store(&s).map_err(|b| *b)?;
     let listed: Reply = async {
         s.sched.tags(id).await?; // 404 for an unknown job
         let items = store.list_job_sizes(id).await.map_err(|e| Error::bad_request(e.to_string()))?;
@@ -51,7 +56,7 @@ fn content_type(key: &ArtifactKey) -> &'static str {
 
 /// `GET /api/v1/artifacts/{*key}`: the artifact's bytes, streamed.
 pub(crate) async fn download(State(s): State<AppState>, Path(key): Path<String>) -> Result<Response, Response> {
-    let store = store(&s)?;
+    let store = store(&s).map_err(|b| *b)?;
     let key = ArtifactKey::parse(key)
         .map_err(|e| error_response(StatusCode::BAD_REQUEST, "bad-request", e.to_string(), json!({})))?;
     let (size, stream) = store.stream(&key).await.map_err(|e| match e {
