@@ -335,6 +335,8 @@ mod tests {
                 kind: CrashKind::Crash,
                 crash_type: Some("KASAN".into()),
                 corrupted: false,
+                alt_titles: Vec::new(),
+                guilty_file: None,
                 incidents: vec![Incident {
                     instance: 2,
                     run: 0,

@@ -65,6 +65,8 @@ impl StageWorker for FakeRepro {
                 kind: CrashKind::Crash,
                 crash_type: Some("KASAN".into()),
                 corrupted: false,
+                alt_titles: Vec::new(),
+                guilty_file: None,
                 incidents: vec![Incident {
                     instance: 1,
                     run: 0,

@@ -5,17 +5,25 @@
 //! - [`parse`] reads a whole log; [`StreamParser`] reads it line by line as
 //!   a VM prints it and says when a report starts and when it is complete.
 //! - A [`Report`] has the title (`KASAN: use-after-free Read in foo`,
-//!   `WARNING in bar`, `INFO: task hung in baz`, ...), alternative titles,
-//!   the crash type, whether the report is corrupted and why, where it is in
-//!   the log, its text and its stack [`Frame`]s (for symbolization, see
+//!   `WARNING in bar`, `INFO: task hung in baz`, ...), syzkaller's
+//!   alternative titles, the crash type, whether the report is corrupted and
+//!   why, the guilty file syzkaller would blame, where it is in the log, its
+//!   text and its stack [`Frame`]s (for symbolization, see
 //!   [`Report::symbolized_text`]).
+//! - [`guilty_file`] names the file a report blames (syzkaller's
+//!   `ReportToGuiltyFile`), also for a report text from elsewhere.
+//! - Memory stays bounded on any input: [`StreamParser`] keeps at most
+//!   about [`MAX_RETAINED_BYTES`] of console output, lines longer than
+//!   [`MAX_LINE_BYTES`] are cut.
 //! - Console noise is handled: printk timestamps or none, caller ids
 //!   (`[ T123]`, `[ C1]`) and lines of several CPUs interleaved, ANSI
 //!   escapes, CRLF, long lines, bytes that are not UTF-8.
 //!
 //! The title rules (crash headers, formats, the generic frames that are
 //! never guilty, the corruption checks) follow syzkaller's
-//! `pkg/report/linux.go`; the test suite runs syzkaller's own fixtures.
+//! `pkg/report/linux.go`; the test suite runs syzkaller's own fixtures
+//! (titles, alternative titles, types, corruption, report texts, guilty
+//! files), every one exact.
 //!
 //! ```
 //! let log = b"\
@@ -38,10 +46,12 @@
 
 use serde::{Deserialize, Serialize};
 
+mod capped;
 mod console;
 mod corrupt;
 mod describe;
 mod frames;
+mod guilty;
 mod kind;
 mod locate;
 mod parse;
@@ -51,8 +61,9 @@ mod stream;
 mod table;
 mod title;
 
+pub use guilty::guilty_file;
 pub use kind::{UNKNOWN as UNKNOWN_TYPE, crash_type};
-pub use stream::{MAX_REPORT_LINES, StreamEvent, StreamParser};
+pub use stream::{MAX_LINE_BYTES, MAX_REPORT_BYTES, MAX_REPORT_LINES, MAX_RETAINED_BYTES, StreamEvent, StreamParser};
 
 /// One stack frame of a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +86,8 @@ pub struct Report {
     /// syzkaller-format title.
     pub title: String,
     /// Alternative titles syzkaller gives (two crashes sharing any title
-    /// are the same bug).
+    /// are the same bug), sorted bytewise as syzkaller's tests sort them;
+    /// often empty.
     pub alt_titles: Vec<String>,
     /// Crash type in syzkaller's words, e.g. `KASAN-USE-AFTER-FREE-READ`,
     /// `WARNING`, `NULL-POINTER-DEREFERENCE`, `HANG`; [`UNKNOWN_TYPE`]
@@ -86,6 +98,13 @@ pub struct Report {
     pub corrupted: bool,
     /// Why it was judged corrupted.
     pub corrupted_reason: Option<String>,
+    /// The source file syzkaller blames for the crash (see [`guilty_file`]),
+    /// e.g. `fs/ext4/xattr.c`: from the `file:line` positions in `text`
+    /// after the crash line, so an unsymbolized report often has none, or
+    /// only the file the kernel named in a `WARNING`/`BUG` line.
+    /// [`Report::refresh_guilty_file`] recomputes it after symbolization.
+    #[serde(default)]
+    pub guilty_file: Option<String>,
     /// Byte offset of the report's first line in the log.
     pub start: usize,
     /// Byte offset of the end of the last crash line of the report in the log.
@@ -94,6 +113,10 @@ pub struct Report {
     /// caller before the crash line, then the crash line and the lines of
     /// the same caller after it.
     pub text: String,
+    /// Bytes of `text` before the crash line: the lines of context. A
+    /// symbolizer that rewrites those lines updates it.
+    #[serde(default)]
+    pub context_len: usize,
     /// Stack frames named in `text`, in order (one per line that has
     /// `func+0xoff/0xsize`).
     pub frames: Vec<Frame>,
@@ -107,6 +130,17 @@ impl Report {
         frames::with_locations(&self.text, &self.frames)
     }
 
+    /// `text` from the crash line on (without the lines of context).
+    pub fn crash_text(&self) -> &str {
+        self.text.get(self.context_len..).unwrap_or(&self.text)
+    }
+
+    /// Recomputes [`guilty_file`](Report::guilty_file) from `text`, e.g.
+    /// after a symbolizer added `file:line` to the frames.
+    pub fn refresh_guilty_file(&mut self) {
+        self.guilty_file = guilty_file(&self.title, self.crash_text());
+    }
+
     /// Whether frame `index` names the exact faulting instruction (`RIP:`,
     /// `pc :` lines) rather than a return address. A symbolizer looks up
     /// `offset` for exact frames and `offset - 1` for return addresses.
@@ -118,6 +152,11 @@ impl Report {
             .is_some_and(frames::is_exact_pc_line)
     }
 }
+
+/// The README's examples, run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// Parses a whole console log; `None` when it holds no crash.
 pub fn parse(log: &[u8]) -> Option<Report> {

@@ -6,6 +6,7 @@ use crate::console::Console;
 use crate::corrupt::corrupted_reason;
 use crate::describe::describe;
 use crate::frames::frames_of;
+use crate::guilty::guilty_file;
 use crate::kind::crash_type;
 use crate::locate::{collect, first_oops};
 use crate::table::OOPSES;
@@ -56,13 +57,18 @@ pub(crate) fn parse_console_detailed(con: &Console<'_>) -> Option<Parsed> {
         corrupted.get_or_insert_with(|| "console connection was lost".to_owned());
     }
     let title = clean_title(&desc.title);
-    let alt_titles = desc.alt_titles.iter().map(|t| clean_title(t)).collect();
+    let mut alt_titles: Vec<String> = desc.alt_titles.iter().map(|t| clean_title(t)).collect();
+    // syzkaller keeps them in the order its formats produce them, and its
+    // tests and fixtures compare them sorted: a stable order for callers.
+    alt_titles.sort_unstable();
     let mut report_text = String::with_capacity(body.len() + prefix.iter().map(|p| p.len() + 1).sum::<usize>());
     for line in &prefix {
         report_text.push_str(line);
         report_text.push('\n');
     }
+    let context_len = report_text.len();
     report_text.push_str(body);
+    let guilty_file = guilty_file(&title, body);
     let report = Report {
         crash_type: crash_type(&title).to_owned(),
         title,
@@ -71,8 +77,10 @@ pub(crate) fn parse_console_detailed(con: &Console<'_>) -> Option<Parsed> {
         corrupted_reason: corrupted,
         start: con.raw_offset(start.pos),
         end: con.raw_offset(end_pos),
+        guilty_file,
         frames: frames_of(&report_text),
         text: report_text,
+        context_len,
     };
     Some(Parsed { report, tentative: desc.tentative })
 }

@@ -11,11 +11,15 @@
 //!   stalls, leaks, ...): the end of a stack trace;
 //!
 //! and at each of these it names the report seen so far: if that is not
-//! corrupted, the report is complete. Past [`MAX_REPORT_LINES`] lines it is
-//! complete regardless; when the stream ends first, [`StreamParser::finish`]
-//! gives the report so far.
+//! corrupted, the report is complete. Past [`MAX_REPORT_LINES`] lines or
+//! [`MAX_REPORT_BYTES`] it is complete regardless; when the stream ends
+//! first, [`StreamParser::finish`] gives the report so far.
+//!
+//! Memory is bounded whatever the input (an endless line, a report that
+//! never ends, megabytes after it): see [`MAX_RETAINED_BYTES`].
 
 use crate::Report;
+use crate::capped::CappedLine;
 use crate::console::{Console, OwnedContext, clean_line_into, context, strip_prefix};
 use crate::frames::frame_of_line;
 use crate::locate::line_oops;
@@ -24,11 +28,27 @@ use crate::parse::{Parsed, parse_console_detailed};
 /// Lines after a report's start after which it is complete in any case.
 pub const MAX_REPORT_LINES: usize = 1000;
 
-/// Raw bytes kept before a report starts: room for the lines before it.
+/// Bytes after a report's start after which it is complete in any case
+/// (a report of 1000 kernel lines is ~100 KiB).
+pub const MAX_REPORT_BYTES: usize = 1 << 20;
+
+/// Longest line kept: a longer one keeps its first and last
+/// `MAX_LINE_BYTES / 2` bytes (the middle is dropped). Kernel lines are at
+/// most ~1 KiB (printk's record limit); the rest is for userspace output on
+/// the console, whose end may carry a kernel line printed after it.
+pub const MAX_LINE_BYTES: usize = 64 << 10;
+
+/// Raw bytes kept before a report starts: room for the lines before it
+/// (syzkaller keeps 128 KiB of context before a crash).
 const KEEP_BEFORE: usize = 128 << 10;
 
 /// Raw bytes kept after completion, for [`StreamParser::finish`].
 const KEEP_AFTER: usize = 1 << 20;
+
+/// The most console bytes a [`StreamParser`] holds
+/// ([`StreamParser::retained_bytes`]), whatever it is fed: the context
+/// before a report, the report, the text after it, and a line in progress.
+pub const MAX_RETAINED_BYTES: usize = 2 * KEEP_BEFORE + MAX_REPORT_BYTES + KEEP_AFTER + 4 * (MAX_LINE_BYTES + 1);
 
 /// What feeding a line told.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +64,12 @@ pub enum StreamEvent {
 /// Incremental parser: feed console lines as the VM prints them.
 ///
 /// Offsets in the reports it gives count bytes from the start of the
-/// stream, with a `\n` after each fed line that had none.
+/// stream, with a `\n` after each fed line that had none (bytes cut from
+/// overlong lines count too).
+///
+/// Lines can be fed one by one ([`feed`](StreamParser::feed)) or as raw
+/// chunks of any size ([`feed_bytes`](StreamParser::feed_bytes), then
+/// [`flush`](StreamParser::flush) at the end of the stream).
 ///
 /// Some reports have no end marker and may keep a title tentative (e.g. a
 /// stall report of an old kernel without `RIP:` lines). syzkaller waits up
@@ -81,6 +106,13 @@ pub struct StreamParser {
     buf: Vec<u8>,
     /// Stream offset of `buf[0]`.
     base: usize,
+    /// Where bytes of overlong lines were cut from `buf`, in order: (offset
+    /// in `buf` where the kept tail of the line starts, bytes dropped there).
+    cuts: Vec<(usize, usize)>,
+    /// The line [`feed_bytes`](StreamParser::feed_bytes) is gathering.
+    partial: CappedLine,
+    /// `buf.len()` when the report completed.
+    done_at: usize,
     state: State,
 }
 
@@ -111,6 +143,8 @@ struct Progress {
     lines: usize,
     /// Of those, lines of the report's caller.
     own_lines: usize,
+    /// Bytes of the lines fed since the start line.
+    bytes: usize,
     /// The previous line of the report's caller named a frame.
     in_frames: bool,
 }
@@ -128,27 +162,83 @@ impl StreamParser {
     pub fn feed(&mut self, line: &[u8]) -> StreamEvent {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         if memchr::memchr(b'\n', line).is_none() {
-            return self.feed_line(line);
+            return self.feed_long_line(line);
         }
         let mut event = StreamEvent::Nothing;
         for one in line.split(|&b| b == b'\n') {
-            match self.feed_line(one) {
-                StreamEvent::Nothing => {}
-                StreamEvent::Started if matches!(event, StreamEvent::Complete(_)) => {}
-                e => event = e,
-            }
+            event = weightier(event, self.feed_long_line(one));
         }
         event
     }
 
-    fn feed_line(&mut self, raw: &[u8]) -> StreamEvent {
+    /// Feeds raw console bytes as they arrive, in chunks of any size: a
+    /// line is complete at its `\n`, the bytes after the last `\n` wait for
+    /// the next chunk (at most [`MAX_LINE_BYTES`] of them are kept). The
+    /// result is the weightiest event of the completed lines.
+    pub fn feed_bytes(&mut self, chunk: &[u8]) -> StreamEvent {
+        let mut event = StreamEvent::Nothing;
+        let mut rest = chunk;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            let (line, after) = (&rest[..nl], &rest[nl + 1..]);
+            rest = after;
+            let e = if self.partial.is_empty() && line.len() <= MAX_LINE_BYTES {
+                self.feed_line(line, 0)
+            } else {
+                self.partial.push(line);
+                let (line, dropped) = self.partial.take();
+                self.feed_line(&line, dropped)
+            };
+            event = weightier(event, e);
+        }
+        self.partial.push(rest);
+        event
+    }
+
+    /// Ends a stream fed with [`feed_bytes`](StreamParser::feed_bytes): its
+    /// last line, if it had no `\n`, is fed now.
+    pub fn flush(&mut self) -> StreamEvent {
+        if self.partial.is_empty() {
+            return StreamEvent::Nothing;
+        }
+        let (line, dropped) = self.partial.take();
+        self.feed_line(&line, dropped)
+    }
+
+    /// Whether more input can still change what [`finish`](StreamParser::finish)
+    /// gives: `false` once a report is complete and the text kept after it
+    /// is full. A reader of a finite log can stop reading then.
+    pub fn wants_more(&self) -> bool {
+        !matches!(self.state, State::Done(_)) || self.buf.len() - self.done_at < KEEP_AFTER
+    }
+
+    /// Bytes of console output held: the retained log and the line in
+    /// progress. Never more than [`MAX_RETAINED_BYTES`] (the allocations
+    /// holding them may be up to twice that).
+    pub fn retained_bytes(&self) -> usize {
+        self.buf.len() + self.partial.held()
+    }
+
+    /// Feeds one line without its `\n`, cut to [`MAX_LINE_BYTES`].
+    fn feed_long_line(&mut self, line: &[u8]) -> StreamEvent {
+        if line.len() <= MAX_LINE_BYTES {
+            return self.feed_line(line, 0);
+        }
+        let mut capped = CappedLine::default();
+        capped.push(line);
+        let (line, dropped) = capped.take();
+        self.feed_line(&line, dropped)
+    }
+
+    /// Feeds one line (at most [`MAX_LINE_BYTES`], without its `\n`) from
+    /// whose middle `dropped` bytes were cut.
+    fn feed_line(&mut self, raw: &[u8], dropped: usize) -> StreamEvent {
         if let State::Done(_) = self.state {
-            if self.buf.len() < KEEP_AFTER {
-                self.push_raw(raw);
+            if self.buf.len() - self.done_at < KEEP_AFTER {
+                self.push_raw(raw, dropped);
             }
             return StreamEvent::Nothing;
         }
-        self.push_raw(raw);
+        self.push_raw(raw, dropped);
         let mut clean = String::with_capacity(raw.len());
         clean_line_into(raw, &mut clean);
         match &mut self.state {
@@ -159,6 +249,7 @@ impl StreamParser {
                         kind: end_kind(&clean, oops),
                         lines: 0,
                         own_lines: 0,
+                        bytes: 0,
                         in_frames: false,
                     });
                     return StreamEvent::Started;
@@ -209,9 +300,18 @@ impl StreamParser {
         }
     }
 
-    fn push_raw(&mut self, raw: &[u8]) {
+    fn push_raw(&mut self, raw: &[u8], dropped: usize) {
+        if dropped > 0 {
+            self.cuts.push((self.buf.len() + MAX_LINE_BYTES / 2, dropped));
+        }
         self.buf.extend_from_slice(raw);
         self.buf.push(b'\n');
+    }
+
+    /// The stream offset of `pos` in `buf`.
+    fn stream_offset(&self, pos: usize) -> usize {
+        let dropped: usize = self.cuts.iter().take_while(|(at, _)| *at <= pos).map(|(_, n)| n).sum();
+        self.base + pos + dropped
     }
 
     fn parse_buf(&self) -> Option<Report> {
@@ -220,8 +320,8 @@ impl StreamParser {
 
     fn parse_buf_detailed(&self) -> Option<Parsed> {
         let mut parsed = parse_console_detailed(&Console::new(&self.buf))?;
-        parsed.report.start += self.base;
-        parsed.report.end += self.base;
+        parsed.report.start = self.stream_offset(parsed.report.start);
+        parsed.report.end = self.stream_offset(parsed.report.end);
         Some(parsed)
     }
 
@@ -230,7 +330,15 @@ impl StreamParser {
         match self.parse_buf_detailed() {
             Some(p) if force || !(p.report.corrupted || p.tentative) => {
                 self.state = State::Done(Box::new(p.report.clone()));
+                self.done_at = self.buf.len();
                 StreamEvent::Complete(Box::new(p.report))
+            }
+            None if force => {
+                // Nothing to name after all (the start line does not parse
+                // as a report in context): back to waiting, so that the
+                // retained text is trimmed again.
+                self.state = State::Idle;
+                StreamEvent::Nothing
             }
             _ => StreamEvent::Nothing,
         }
@@ -244,7 +352,21 @@ impl StreamParser {
         let from = self.buf.len() - KEEP_BEFORE;
         let cut = memchr::memchr(b'\n', &self.buf[from..]).map_or(self.buf.len(), |i| from + i + 1);
         self.buf.drain(..cut);
-        self.base += cut;
+        // Cuts in the dropped part move into `base`; the others shift.
+        let gone = self.cuts.iter().take_while(|(at, _)| *at < cut).count();
+        self.base += cut + self.cuts.drain(..gone).map(|(_, n)| n).sum::<usize>();
+        for (at, _) in &mut self.cuts {
+            *at -= cut;
+        }
+    }
+}
+
+/// The event that matters more: `Complete`, then `Started`, then
+/// `Nothing`; of two equal ones the first.
+fn weightier(a: StreamEvent, b: StreamEvent) -> StreamEvent {
+    match (&a, &b) {
+        (StreamEvent::Complete(_), _) | (StreamEvent::Started, StreamEvent::Nothing | StreamEvent::Started) => a,
+        _ => b,
     }
 }
 
@@ -259,7 +381,12 @@ enum Verdict {
 impl Progress {
     fn observe(&mut self, line: &str) -> Verdict {
         self.lines += 1;
-        if line.contains("---[ end Kernel panic") || line.contains("Rebooting in ") || self.lines >= MAX_REPORT_LINES {
+        self.bytes += line.len() + 1;
+        if line.contains("---[ end Kernel panic")
+            || line.contains("Rebooting in ")
+            || self.lines >= MAX_REPORT_LINES
+            || self.bytes >= MAX_REPORT_BYTES
+        {
             return Verdict::Complete;
         }
         let ctx = context(line);

@@ -132,6 +132,12 @@ pub struct CrashGroup {
     pub crash_type: Option<String>,
     /// Whether the first report was judged corrupted.
     pub corrupted: bool,
+    /// syzkaller's alternative titles of the first report.
+    #[serde(default)]
+    pub alt_titles: Vec<String>,
+    /// The file syzkaller blames for the first report.
+    #[serde(default)]
+    pub guilty_file: Option<String>,
     /// Indices into [`RunOutput::boots`].
     pub boots: Vec<usize>,
     /// Seconds from the run's start to the first occurrence.
@@ -155,6 +161,8 @@ pub fn group_crashes(boots: &[BootRecord]) -> Vec<CrashGroup> {
                 kind,
                 crash_type: report.map(|r| r.crash_type.clone()),
                 corrupted: report.is_some_and(|r| r.corrupted),
+                alt_titles: report.map(|r| r.alt_titles.clone()).unwrap_or_default(),
+                guilty_file: report.and_then(|r| r.guilty_file.clone()),
                 boots: vec![i],
                 first_at: at,
             });
@@ -228,6 +236,8 @@ pub fn to_reproduce_result(
             kind: g.kind,
             crash_type: g.crash_type.clone(),
             corrupted: g.corrupted,
+            alt_titles: g.alt_titles.clone(),
+            guilty_file: g.guilty_file.clone(),
             incidents: g
                 .boots
                 .iter()
@@ -376,5 +386,44 @@ mod tests {
         assert_eq!(r.crashes[0].incidents[0].log, log);
         assert_eq!(r.crashes[0].incidents[0].seconds, 3.5);
         assert_eq!(r.title.as_deref(), Some("BUG: x"));
+    }
+
+    #[test]
+    fn results_carry_alt_titles_and_the_guilty_file_of_the_first_report() {
+        let log = b"[ 1.0] BUG: KASAN: use-after-free in ext4_xattr_set+0x12/0x40 fs/ext4/xattr.c:12\n\
+                    [ 1.1] Read of size 8 at addr ffff888012345678 by task repro/100\n";
+        let report = crate::report::parse(log).expect("a crash");
+        let title = report.title.clone();
+        let mut crashed = boot(0, 0, true, crash(&title), 2.0);
+        crashed.report = Some(report);
+        let boots = vec![crashed, boot(1, 0, true, special(SpecialCrash::NoOutput), 3.0)];
+        let crashes = group_crashes(&boots);
+        let out = RunOutput {
+            crashed: true,
+            title: picked_title(&crashes),
+            message: message(&crashes).into(),
+            image_ability: image_ability(&boots),
+            crashes,
+            boots,
+            accel: kgym_core::stage::reproduce::Accel::Tcg,
+            accel_reason: String::new(),
+            seconds: 10.0,
+            syzkaller_commit: None,
+        };
+        let r = to_reproduce_result(&out, &HashMap::new());
+        assert_eq!(r.crashes[0].title, title);
+        assert_eq!(r.crashes[0].alt_titles, ["bad-access in ext4_xattr_set"]);
+        assert_eq!(r.crashes[0].guilty_file.as_deref(), Some("fs/ext4/xattr.c"));
+        // Special crashes have no report: nothing derived.
+        assert!(r.crashes[1].alt_titles.is_empty() && r.crashes[1].guilty_file.is_none());
+        // Old results without the fields still parse.
+        let mut old = serde_json::to_value(&r).expect("serializes");
+        for c in old["crashes"].as_array_mut().expect("crashes") {
+            let c = c.as_object_mut().expect("object");
+            c.remove("alt_titles");
+            c.remove("guilty_file");
+        }
+        let back: ReproduceResult = serde_json::from_value(old).expect("old result parses");
+        assert!(back.crashes[0].alt_titles.is_empty() && back.crashes[0].guilty_file.is_none());
     }
 }

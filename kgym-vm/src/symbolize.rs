@@ -88,8 +88,9 @@ impl Symbolizer {
     }
 
     /// Adds `file:line` to every frame of `report` (its text and its
-    /// [`frames`](Report::frames)). Frames of modules and unknown symbols are
-    /// left as they are.
+    /// [`frames`](Report::frames)), then names its
+    /// [`guilty_file`](Report::guilty_file) again from those positions.
+    /// Frames of modules and unknown symbols are left as they are.
     pub async fn symbolize(&mut self, report: &mut Report, cancel: &CancellationToken) -> Result<()> {
         struct LineFrame {
             line: usize,
@@ -118,7 +119,14 @@ impl Symbolizer {
             at_line.insert(f.line, pos);
         }
         let mut out = String::with_capacity(report.text.len() * 2);
+        // The context lines before the crash line grow too: keep the
+        // boundary (the guilty file is looked for after it).
+        let (mut old_pos, mut context_len) = (0, None);
         for (i, l) in lines.iter().enumerate() {
+            if old_pos >= report.context_len && context_len.is_none() {
+                context_len = Some(out.len());
+            }
+            old_pos += l.len() + 1;
             match at_line.get(&i) {
                 Some(pos) if !pos.is_empty() => {
                     let indent: String = l.chars().take_while(|c| c.is_whitespace()).collect();
@@ -134,6 +142,7 @@ impl Symbolizer {
                 }
             }
         }
+        report.context_len = context_len.unwrap_or(out.len());
         report.text = out;
         // The parser's frames: same lookup by name and offset.
         let mut frame_pcs = Vec::new();
@@ -153,6 +162,8 @@ impl Symbolizer {
             frame.location =
                 pos.iter().find(|p| p.function == frame.function).or_else(|| pos.last()).map(|p| p.location.clone());
         }
+        // Positions are what syzkaller blames files by.
+        report.refresh_guilty_file();
         Ok(())
     }
 }

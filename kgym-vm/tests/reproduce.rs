@@ -44,6 +44,12 @@ async fn injected_use_after_free_crashes_with_a_kasan_title() {
     let report = boot.report.as_ref().expect("a crash has a report");
     assert!(report.text.contains("kgym_note_store"), "{}", report.text);
     assert!(report.text.contains("kernel/sys.c:"), "not symbolized: {}", report.text);
+    // What syzkaller derives from it: the guilty file (found through the
+    // symbolized frames) and the alternative titles, also in the result.
+    assert_eq!(report.guilty_file.as_deref(), Some("kernel/sys.c"), "{}", report.text);
+    assert_eq!(report.alt_titles, ["bad-access in kgym_note_store"]);
+    assert_eq!(out.crashes[0].guilty_file.as_deref(), Some("kernel/sys.c"));
+    assert_eq!(out.crashes[0].alt_titles, report.alt_titles);
     // The VM was stopped promptly after the crash, not left to its budget.
     assert!(out.seconds < 200.0, "took {}s", out.seconds);
     assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "temporary files left behind");

@@ -277,6 +277,14 @@ pub struct CrashSummary {
     /// Whether the report was judged corrupted.
     #[serde(default)]
     pub corrupted: bool,
+    /// syzkaller's alternative titles of the report, sorted (two crashes
+    /// sharing any title or alternative title are the same bug).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alt_titles: Vec<String>,
+    /// The source file syzkaller would blame (`fs/ext4/xattr.c`), from the
+    /// (symbolized, when a vmlinux was given) report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guilty_file: Option<String>,
     /// Where it happened.
     pub incidents: Vec<Incident>,
 }
