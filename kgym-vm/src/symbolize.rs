@@ -197,13 +197,15 @@ fn find_source_root(path: &str) -> Option<String> {
 }
 
 /// `path` relative to the kernel tree: cut at `root` when known, else at
-/// the first top-level kernel directory.
+/// the first top-level kernel directory. A relative path (an in-tree build
+/// records `./kernel/sys.c`) is cleaned as syzkaller cleans it
+/// (`kernel/sys.c`): its guilty-file rules match from the path's start.
 pub fn kernel_relative(path: &str, root: Option<&str>) -> String {
     if let Some(rest) = root.and_then(|r| path.strip_prefix(r)) {
         return rest.to_owned();
     }
     if !path.starts_with('/') {
-        return path.to_owned();
+        return path_clean::clean(path).to_string_lossy().into_owned();
     }
     let mut best: Option<usize> = None;
     for d in KERNEL_TOP_DIRS {
@@ -245,6 +247,7 @@ mod tests {
         assert_eq!(kernel_relative("/home/u/linux/arch/x86/kernel/traps.c:10", None), "arch/x86/kernel/traps.c:10");
         assert_eq!(kernel_relative("/x/y/kernel/fs/a.c:1", Some("/x/y/kernel/")), "fs/a.c:1");
         assert_eq!(kernel_relative("mm/slub.c:3", None), "mm/slub.c:3");
+        assert_eq!(kernel_relative("./lib/dump_stack.c:91", None), "lib/dump_stack.c:91");
     }
 
     #[test]
