@@ -13,11 +13,16 @@
 
 use std::sync::LazyLock;
 
+use memchr::memmem::Finder;
 use path_clean::clean;
 use regex::{Regex, RegexSet};
 
 /// A source position: the file (`.c` or `.h`) and a line number.
 static FILE_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"([a-zA-Z0-9_\-\./]*[a-zA-Z0-9_\-]+\.(c|h)):[0-9]+"));
+
+/// What every position has: `.c:` or `.h:`.
+static DOT_C: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(".c:"));
+static DOT_H: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(".h:"));
 
 /// A path that goes at least one directory deeper than a given directory
 /// (matched against what follows that directory's name).
@@ -176,7 +181,15 @@ fn guilty_in(report: &str) -> Option<String> {
 
 /// The first `file.c:123` position named on `line`: its file.
 fn file_of(line: &str) -> Option<&str> {
-    FILE_LINE.captures(line).and_then(|c| c.get(1)).map(|m| m.as_str())
+    // Most lines name no position: skip the regex for them (reports are
+    // named several times while streaming).
+    if DOT_C.find(line.as_bytes()).is_none() && DOT_H.find(line.as_bytes()).is_none() {
+        return None;
+    }
+    // The match is `file:line`; the file is all before the last colon (a
+    // plain search is much cheaper than one with capture groups).
+    let m = FILE_LINE.find(line)?.as_str();
+    m.rsplit_once(':').map(|(file, _)| file)
 }
 
 /// `path` cleaned lexically (`a//b/./c/../d.c` → `a/b/d.c`), like Go's

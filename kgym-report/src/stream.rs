@@ -155,10 +155,13 @@ impl StreamParser {
         Self::default()
     }
 
-    /// Feeds one line (with or without its trailing newline).
+    /// Feeds one line (with or without its trailing newline); a line
+    /// longer than [`MAX_LINE_BYTES`] keeps its first and last halves.
     ///
     /// A chunk of several lines is fed line by line; the result is then
     /// the weightiest event among them (`Complete`, else `Started`).
+    /// (A stream is fed with this or with [`feed_bytes`](Self::feed_bytes),
+    /// not both: a line `feed_bytes` holds would come after this one.)
     pub fn feed(&mut self, line: &[u8]) -> StreamEvent {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         if memchr::memchr(b'\n', line).is_none() {
