@@ -60,7 +60,6 @@ mod builder;
 mod checkout;
 mod error;
 mod kconfig;
-mod lock;
 mod log;
 mod make;
 mod patch;
@@ -75,9 +74,8 @@ pub mod worker;
 pub use builder::{DEFAULT_TIMEOUT, DEFAULT_WARM_TREE_LIMIT, LocalBuilder, LocalBuilderConfig};
 pub use error::{Error, Result};
 pub use kgym_core::stage::build::BuildArgs;
-pub use lock::FileLock;
+pub use kgym_proc::find_tool;
 pub use make::LLVM_BINUTILS;
-pub use process::find_tool;
 pub use worker::{BuildWorker, PatchCheckWorker};
 
 /// Where a build puts its outputs and reports progress.

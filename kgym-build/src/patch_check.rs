@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use kgym_core::stage::patch_check::{FunctionChange, PatchVerdict};
-use tokio::process::Command;
 
 use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
@@ -149,7 +148,7 @@ async fn objdump(
     object: &str,
     limits: &Limits,
 ) -> Result<BTreeMap<String, FunctionCode>> {
-    let mut cmd = Command::new(disassembler);
+    let mut cmd = process::command(disassembler);
     cmd.args(["-d", "-r", "--no-show-raw-insn"]).arg(object).current_dir(out);
     let done = process::run(cmd, &format!("objdump {object}"), None, limits, None).await?;
     if !done.status.success() {

@@ -7,12 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::{KERNEL_TARBALL, processes_mentioning, scratch_builder, scratch_data_dir, test_kernel_available};
 use kgym_build::{BuildContext, Error, KernelBuilder};
 use kgym_core::failure::codes;
 use kgym_core::stage::build::{Backport, BaseConfig, BuildArgs, KernelConfig, KernelSource};
-use kgym_testkit::{KERNEL_TARBALL, scratch_builder, scratch_data_dir, test_kernel_available};
-
-use common::processes_mentioning;
 
 fn tiny(fragment: &str) -> BuildArgs {
     BuildArgs::new(

@@ -62,6 +62,22 @@ impl RemoveOnExit {
         Ok(Self { path, watcher: Some((child, stdin)) })
     }
 
+    /// Guards a new directory under `parent` (created if missing), named
+    /// `<prefix><pid>-<n>`: one process's scratch space, gone with it.
+    pub fn unique_in(parent: &Path, prefix: &str) -> Result<Self> {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let pid = std::process::id();
+        for n in 0u32.. {
+            let path = parent.join(format!("{prefix}{pid}-{n}"));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Self::new(path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        unreachable!("u32 names ran out")
+    }
+
     /// The guarded directory.
     pub fn path(&self) -> &Path {
         &self.path
@@ -89,5 +105,26 @@ impl RemoveOnExit {
 impl Drop for RemoveOnExit {
     fn drop(&mut self) {
         self.release(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_dirs_are_new_and_keep_disarms_the_watcher() {
+        let parent = tempfile::tempdir().unwrap();
+        let a = RemoveOnExit::unique_in(parent.path(), "run-").unwrap();
+        let b = RemoveOnExit::unique_in(parent.path(), "run-").unwrap();
+        assert_ne!(a.path(), b.path());
+        assert!(a.path().file_name().unwrap().to_string_lossy().starts_with("run-"));
+        let kept = a.keep();
+        let removed = b.path().to_owned();
+        drop(b);
+        assert!(!removed.exists());
+        // The watcher of the kept one exits without removing anything.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(kept.is_dir());
     }
 }

@@ -111,7 +111,7 @@ pub struct RunOptions<'a> {
     pub on_line: Option<&'a (dyn Fn(&str) + Sync)>,
     /// Called once the command runs, with its process group (e.g. to record
     /// it, so a later owner can stop it: [`GroupRecord::stop`]).
-    pub on_spawn: Option<&'a mut (dyn FnMut(&GroupRecord) + Send)>,
+    pub on_spawn: Option<Box<dyn FnOnce(&GroupRecord) + Send + 'a>>,
     /// Time between SIGTERM and SIGKILL when stopping (default
     /// [`TERM_GRACE`]).
     pub term_grace: Option<Duration>,
@@ -293,12 +293,11 @@ mod tests {
         cmd.arg("-c").arg("cat; echo out; echo err >&2; exit 3");
         let seen = Mutex::new(Vec::new());
         let on_line = |l: &str| seen.lock().unwrap().push(l.to_owned());
-        let mut group = None;
-        let mut on_spawn = |g: &GroupRecord| group = Some(g.clone());
+        let group = Mutex::new(None);
         let opts = RunOptions {
             stdin: Some(b"from stdin\n".to_vec()),
             on_line: Some(&on_line),
-            on_spawn: Some(&mut on_spawn),
+            on_spawn: Some(Box::new(|g: &GroupRecord| *group.lock().unwrap() = Some(g.clone()))),
             term_grace: None,
         };
         let f = run_lines(cmd, "sh", &limits(&token, 30), opts).await.unwrap();
@@ -308,7 +307,7 @@ mod tests {
         }
         assert_eq!(*seen.lock().unwrap(), f.lines);
         assert_eq!(f.tail(1).lines().count(), 1);
-        assert!(group.is_some_and(|g| g.pgid > 1));
+        assert!(group.into_inner().unwrap().is_some_and(|g| g.pgid > 1));
     }
 
     #[tokio::test]

@@ -1,10 +1,101 @@
-//! Helpers shared by kgym-build's integration tests: patches of the test
-//! kernel's `kernel/sys.c`, and a process check.
-#![allow(dead_code)]
+//! Helpers shared by kgym-build's integration tests: the builders and build
+//! requests of the tests, the warm tree they share, patches of
+//! `kernel/sys.c`, and a process check.
+#![allow(dead_code, unused_imports)]
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kgym_build::{BuildArgs, BuildContext, BuildOutput, KernelBuilder, LocalBuilder, LocalBuilderConfig};
 use kgym_core::MemorySink;
+use kgym_core::stage::build::{Arch, BaseConfig, Compiler, KernelConfig, KernelSource, Linker};
+
+pub use kgym_testkit::{KERNEL_TARBALL, scratch_data_dir, test_kernel_available};
+
+/// The data directory of the builder these tests share (its warm trees
+/// outlive a test run, like the test kernels).
+pub fn builder_dir() -> PathBuf {
+    kgym_testkit::test_cache_dir().join("kgym-build")
+}
+
+/// Where every builder of these tests keeps extracted tarballs (one
+/// extraction for all; trees hard-link it, so it is on the same filesystem
+/// as [`scratch_data_dir`]).
+pub fn sources_dir() -> PathBuf {
+    builder_dir().join("sources")
+}
+
+/// The builder the warm-tree tests share (data directory [`builder_dir`]).
+pub fn test_builder() -> LocalBuilder {
+    LocalBuilder::builder(builder_dir())
+        .build()
+        .unwrap_or_else(|e| panic!("create the test builder in {}: {e}", builder_dir().display()))
+}
+
+/// A builder with its own (scratch) data directory that shares the
+/// extracted tarball: a cold build without paying the extraction.
+pub fn scratch_builder(data_dir: &Path) -> LocalBuilderConfig {
+    LocalBuilder::builder(data_dir).sources_dir(sources_dir())
+}
+
+/// Debian's kernel tarball with `tinyconfig` + `fragment`.
+pub fn tarball_args(fragment: &str) -> BuildArgs {
+    BuildArgs::new(
+        KernelSource::tarball(KERNEL_TARBALL),
+        KernelConfig::Base { base: BaseConfig::Tinyconfig, fragments: vec![fragment.to_owned()] },
+    )
+}
+
+/// The request of kgym-testkit's KASAN test kernel (its config, built by
+/// kgym-build): ccache holds its objects once the test kernel is built.
+pub fn kasan_args() -> BuildArgs {
+    tarball_args(kgym_testkit::TEST_KERNEL_FRAGMENT)
+}
+
+/// The request of kgym-testkit's minimal kernel for `arch` and `compiler`
+/// (clang with lld, i.e. `LLVM=1`).
+pub fn minimal_args(arch: Arch, compiler: Compiler) -> BuildArgs {
+    let mut args = tarball_args(kgym_testkit::MINIMAL_BOOT_FRAGMENT);
+    args.arch = arch;
+    args.compiler = compiler;
+    if compiler == Compiler::Clang {
+        args.linker = Some(Linker::Lld);
+    }
+    args
+}
+
+/// The request whose warm tree the warm-tree tests share: the minimal
+/// x86_64 gcc kernel (they test the tree, not KASAN; relinking it takes
+/// seconds).
+pub fn warm_args() -> BuildArgs {
+    minimal_args(Arch::X86_64, Compiler::Gcc)
+}
+
+/// Prints kgym's steps and a few lines of a long build, so a waiting test
+/// shows life.
+#[derive(Debug, Default)]
+struct Progress(std::sync::atomic::AtomicUsize);
+
+impl kgym_core::LogSink for Progress {
+    fn line(&self, line: &str) {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if line.starts_with("kgym:") || n % 500 == 0 {
+            eprintln!("[warm tree] {line}");
+        }
+    }
+}
+
+/// Builds `args` unpatched with [`test_builder`] into a scratch folder: on
+/// first use this builds the warm tree (cold), later it reverts whatever
+/// patch the tree carries. Returns the output (files in `scratch`).
+pub async fn warm_base(args: &BuildArgs, scratch: &Path) -> BuildOutput {
+    assert!(args.patch.is_none());
+    let ctx = BuildContext::new(scratch.join("base")).with_logs(Arc::new(Progress::default()));
+    test_builder()
+        .build(args, &ctx)
+        .await
+        .unwrap_or_else(|e| panic!("build the warm base ({}): {}", e.code(), kgym_core::failure::error_chain(&e)))
+}
 
 /// A patch that changes the code of `getpid` (stores `marker` in a static
 /// variable), so a different marker gives a different object.
