@@ -15,9 +15,12 @@ use kgym_core::{ArtifactStore, StageKind, StageSchema, Worker};
 use tokio::sync::Mutex;
 
 use common::{
+    HEADER_PATCH, INCLUDED_C_PATCH, NEW_FILE_BUILT_PATCH, NEW_FILE_PATCH, UNBUILT_C_PATCH, UNINCLUDED_HEADER_PATCH,
     broken_patch, contains, getpid_patch, marker_patch, misplaced_patch, scratch_data_dir, sink, source_objects,
     test_builder, test_kernel_available, warm_args, warm_base,
 };
+use kgym_build::PatchChecker;
+use kgym_core::stage::patch_check::{FileKind, FileOutcome};
 
 /// One warm tree: the tests of this binary use it one at a time, so each
 /// knows the state it starts from.
@@ -228,4 +231,74 @@ async fn concurrent_builds_of_one_tree_take_turns() {
     let (va, vb) = (std::fs::read(&a.vmlinux).unwrap(), std::fs::read(&b.vmlinux).unwrap());
     assert!(contains(&va, "kgym-marker-A") && !contains(&va, "kgym-marker-B"), "build A got the wrong tree");
     assert!(contains(&vb, "kgym-marker-B") && !contains(&vb, "kgym-marker-A"), "build B got the wrong tree");
+}
+
+#[tokio::test]
+async fn patch_check_says_per_file_what_compiled_and_never_compiles_nothing() {
+    if !test_kernel_available() {
+        return;
+    }
+    let _turn = TREE.lock().await;
+    let scratch = scratch_data_dir();
+    warm_base(&warm_args(), scratch.path()).await;
+    let builder = test_builder();
+    let patches = [
+        HEADER_PATCH,
+        UNBUILT_C_PATCH,
+        NEW_FILE_PATCH,
+        UNINCLUDED_HEADER_PATCH,
+        INCLUDED_C_PATCH,
+        NEW_FILE_BUILT_PATCH,
+    ]
+    .map(str::to_owned);
+    let ctx = BuildContext::new(scratch.path().join("check"));
+    let v = builder.check_patches(&warm_args(), &patches, &ctx).await.unwrap();
+    for (i, verdict) in v.iter().enumerate() {
+        eprintln!(
+            "patch {i}: compiles={} {:?} error={:?} ({:.1}s)",
+            verdict.compiles, verdict.file_checks, verdict.error, verdict.seconds
+        );
+    }
+
+    // A header: the objects including it (kbuild's records) are rebuilt.
+    let header = &v[0].file_checks[0];
+    assert!(v[0].applies && v[0].compiles, "{:?}", v[0]);
+    assert_eq!((header.kind, header.outcome), (FileKind::Header, FileOutcome::Compiled));
+    assert_eq!(header.objects, ["arch/x86/entry/vdso/vgetcpu.o", "kernel/sys.o"]);
+
+    // Nothing built reads it: applies, but does not "compile", and says why.
+    for (i, why) in [
+        (1, "not built in this config"),
+        (2, "a new file nothing built reads"),
+        (3, "a header no built object includes"),
+    ] {
+        let check = &v[i].file_checks[0];
+        assert!(v[i].applies && !v[i].compiles, "patch {i}: {:?}", v[i]);
+        assert_eq!(check.outcome, FileOutcome::NotBuilt, "patch {i}");
+        assert!(check.objects.is_empty() && v[i].functions.is_empty(), "patch {i}: {:?}", v[i]);
+        assert!(v[i].error.as_deref().unwrap_or_default().contains(why), "patch {i}: {:?}", v[i].error);
+    }
+    assert!(v[2].file_checks[0].new);
+
+    // A C file compiled inside another one.
+    let included = &v[4].file_checks[0];
+    assert!(v[4].compiles, "{:?}", v[4]);
+    assert_eq!((included.kind, included.outcome), (FileKind::Source, FileOutcome::Compiled));
+    assert_eq!(included.objects, ["kernel/sched/build_policy.o"]);
+
+    // A new file its Makefile builds: a full build, and its object found.
+    let (new, makefile) = (&v[5].file_checks[0], &v[5].file_checks[1]);
+    assert!(v[5].compiles, "{:?}", v[5]);
+    assert_eq!((new.new, new.outcome), (true, FileOutcome::Compiled));
+    assert_eq!(new.objects, ["kernel/kgym_new.o"]);
+    assert_eq!((makefile.kind, makefile.outcome), (FileKind::Other, FileOutcome::Compiled));
+
+    // The tree is the base again: one object for a patch build.
+    let out = builder
+        .build(&warm_args().with_patch(getpid_patch(5)), &BuildContext::new(scratch.path().join("after")))
+        .await
+        .unwrap();
+    assert_eq!(out.cache, CacheStatus::Hit);
+    assert!(source_objects(&out.compiled).contains(&"kernel/sys.o"), "{:?}", out.compiled);
+    assert!(!out.compiled.iter().any(|o| o.contains("kgym_new")), "the new file's object outlived the check");
 }

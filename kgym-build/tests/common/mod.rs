@@ -204,3 +204,91 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
     }
     found
 }
+
+/// A comment added to `include/linux/getcpu.h`, which (in the minimal
+/// config) `kernel/sys.o` and the vDSO's `vgetcpu.o` include.
+pub const HEADER_PATCH: &str = "diff --git a/include/linux/getcpu.h b/include/linux/getcpu.h
+--- a/include/linux/getcpu.h
++++ b/include/linux/getcpu.h
+@@ -1,6 +1,8 @@
+ /* SPDX-License-Identifier: GPL-2.0 */
+ #ifndef _LINUX_GETCPU_H
+ #define _LINUX_GETCPU_H 1
+ 
++/* kgym: a header change */
++
+ /* Cache for getcpu() to speed it up. Results might be a short time
+    out of date, but will be faster.
+";
+
+/// A change to `kernel/kexec.c`, which tinyconfig does not build.
+pub const UNBUILT_C_PATCH: &str = "diff --git a/kernel/kexec.c b/kernel/kexec.c
+--- a/kernel/kexec.c
++++ b/kernel/kexec.c
+@@ -1,5 +1,6 @@
+ // SPDX-License-Identifier: GPL-2.0-only
++/* kgym: a change to a file this config does not build */
+ /*
+  * kexec.c - kexec_load system call
+  * Copyright (C) 2002-2004 Eric Biederman  <ebiederm@xmission.com>
+  */
+";
+
+/// A new C file no Makefile names.
+pub const NEW_FILE_PATCH: &str = "diff --git a/kernel/kgym_new.c b/kernel/kgym_new.c
+new file mode 100644
+--- /dev/null
++++ b/kernel/kgym_new.c
+@@ -0,0 +1,2 @@
++// SPDX-License-Identifier: GPL-2.0
++int kgym_new_file;
+";
+
+/// [`NEW_FILE_PATCH`] with the Makefile line that builds it.
+pub const NEW_FILE_BUILT_PATCH: &str = "diff --git a/kernel/kgym_new.c b/kernel/kgym_new.c
+new file mode 100644
+--- /dev/null
++++ b/kernel/kgym_new.c
+@@ -0,0 +1,2 @@
++// SPDX-License-Identifier: GPL-2.0
++int kgym_new_file;
+diff --git a/kernel/Makefile b/kernel/Makefile
+--- a/kernel/Makefile
++++ b/kernel/Makefile
+@@ -15,6 +15,7 @@
+ obj-$(CONFIG_USERMODE_DRIVER) += usermode_driver.o
+ obj-$(CONFIG_MODULES) += kmod.o
+ obj-$(CONFIG_MULTIUSER) += groups.o
++obj-y += kgym_new.o
+ 
+ ifdef CONFIG_FUNCTION_TRACER
+ # Do not trace internal ftrace files
+";
+
+/// A change to `include/linux/nvme.h`, which nothing in the minimal
+/// config includes.
+pub const UNINCLUDED_HEADER_PATCH: &str = "diff --git a/include/linux/nvme.h b/include/linux/nvme.h
+--- a/include/linux/nvme.h
++++ b/include/linux/nvme.h
+@@ -1,5 +1,6 @@
+ /* SPDX-License-Identifier: GPL-2.0 */
++/* kgym: a header nothing built includes */
+ /*
+  * Definitions for the NVM Express interface
+  * Copyright (c) 2011-2014, Intel Corporation.
+  */
+";
+
+/// A change to `kernel/sched/rt.c`, which has no object of its own: it is
+/// compiled inside `kernel/sched/build_policy.c` (`#include "rt.c"`).
+pub const INCLUDED_C_PATCH: &str = "diff --git a/kernel/sched/rt.c b/kernel/sched/rt.c
+--- a/kernel/sched/rt.c
++++ b/kernel/sched/rt.c
+@@ -1,5 +1,6 @@
+ // SPDX-License-Identifier: GPL-2.0
++/* kgym: rt.c is compiled inside build_policy.c */
+ /*
+  * Real-Time Scheduling Class (mapped to the SCHED_FIFO and SCHED_RR
+  * policies)
+  */
+";
