@@ -172,3 +172,8 @@ pub trait PatchChecker: Send + Sync + fmt::Debug + 'static {
         ctx: &BuildContext,
     ) -> Result<Vec<PatchVerdict>>;
 }
+
+// The README's examples are compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -56,3 +56,8 @@ pub use run::{Finished, Limits, RunOptions, TERM_GRACE, output, run_lines};
 pub use signal::{Termination, cancel_on_termination, terminated};
 pub use spawn::{command, program_of, spawn, tree_command};
 pub use tool::{find_tool, find_tool_in, require_tool};
+
+// The README's examples are compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
