@@ -7,7 +7,7 @@
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use kgym_proc::{GroupRecord, RunOptions};
+use kgym_proc::{OnSpawn, RunOptions};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -65,7 +65,7 @@ pub(crate) async fn run_recorded(
     stdin: Option<Vec<u8>>,
     limits: &Limits,
     log: Option<&BuildLog>,
-    on_spawn: Option<Box<dyn FnOnce(&GroupRecord) + Send + '_>>,
+    on_spawn: Option<OnSpawn<'_>>,
 ) -> Result<Finished> {
     let on_line = |line: &str| {
         if let Some(log) = log {

@@ -52,7 +52,7 @@ pub use error::{Error, Result};
 pub use group::GroupRecord;
 pub use guard::GroupGuard;
 pub use lock::FileLock;
-pub use run::{Finished, Limits, RunOptions, TERM_GRACE, output, run_lines};
+pub use run::{Finished, Limits, OnSpawn, RunOptions, TERM_GRACE, output, run_lines};
 pub use signal::{Termination, cancel_on_termination, terminated};
 pub use spawn::{command, program_of, spawn, tree_command};
 pub use tool::{find_tool, find_tool_in, require_tool};

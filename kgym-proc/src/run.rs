@@ -102,6 +102,10 @@ impl Finished {
     }
 }
 
+/// Told the process group of a command once it runs (see
+/// [`RunOptions::on_spawn`]).
+pub type OnSpawn<'a> = Box<dyn FnOnce(&GroupRecord) + Send + 'a>;
+
 /// Options of [`run_lines`].
 #[derive(Default)]
 pub struct RunOptions<'a> {
@@ -111,7 +115,7 @@ pub struct RunOptions<'a> {
     pub on_line: Option<&'a (dyn Fn(&str) + Sync)>,
     /// Called once the command runs, with its process group (e.g. to record
     /// it, so a later owner can stop it: [`GroupRecord::stop`]).
-    pub on_spawn: Option<Box<dyn FnOnce(&GroupRecord) + Send + 'a>>,
+    pub on_spawn: Option<OnSpawn<'a>>,
     /// Time between SIGTERM and SIGKILL when stopping (default
     /// [`TERM_GRACE`]).
     pub term_grace: Option<Duration>,

@@ -291,7 +291,7 @@ impl Tree {
         }
         let pristine = pristine_source().await;
         eprintln!("[test kernel] configuring {} in {}", self.spec.describe(), self.dir.display());
-        let _ = std::fs::remove_dir_all(&self.dir.join("src"));
+        let _ = std::fs::remove_dir_all(self.dir.join("src"));
         let _ = std::fs::remove_file(&leftover);
         let _ = std::fs::remove_file(self.log());
         let mut cp = kgym_proc::command("cp");
