@@ -3,8 +3,10 @@
 //! a fix judged fixed; the `kgym` CLI on the same path; and an abort that
 //! must kill the running `make`.
 //!
-//! Builds share the test kernel's warm tree (`target/kgym-test-cache`), so
-//! only the patched objects are recompiled.
+//! Builds share one warm tree under `target/kgym-test-cache` (the sample
+//! config, built once by `LocalBuilder` — from ccache, which kgym-testkit's
+//! test kernel of the same config filled), so later builds recompile only
+//! the patched objects.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -20,7 +20,7 @@ fn tools_available() -> bool {
 
 /// One live process.
 #[derive(Debug)]
-#[allow(dead_code)] // pid and cmdline are read through Debug, in failure messages
+#[allow(dead_code)] // pid is read through Debug, in failure messages
 struct Proc {
     pid: i32,
     comm: String,
@@ -120,6 +120,12 @@ fn assert_nothing_left(dir: &Path, after: &str) {
     }
 }
 
+/// Whether `make bzImage` (the kernel's compile, after the config) is among
+/// `procs`.
+fn making_bzimage(procs: &[Proc]) -> bool {
+    procs.iter().any(|p| p.comm == "make" && p.cmdline.split_whitespace().any(|w| w == "bzImage"))
+}
+
 /// The entries of `dir` (none when it does not exist).
 fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -157,11 +163,15 @@ fn kgym_build_stopped_mid_compile_leaves_nothing_and_the_tree_builds_again() {
         a
     };
     let trees = cache.join("trees");
-    let compiling = || processes_under(&trees).iter().any(|p| p.comm == "cc1");
+    // The kernel compile itself (cc1 also runs earlier, for kconfig's tools).
+    let compiling = || {
+        let procs = processes_under(&trees);
+        making_bzimage(&procs) && procs.iter().any(|p| p.comm == "cc1" && p.cmdline.contains("__KERNEL__"))
+    };
 
     for (round, signal) in [Signal::SIGTERM, Signal::SIGKILL].into_iter().enumerate() {
         let mut kgym = Kgym::start(&args(false), scratch.path().join(format!("build-{round}.log")));
-        wait_until("cc1 runs in the warm tree", Duration::from_secs(900), || {
+        wait_until("cc1 compiles the kernel in the warm tree", Duration::from_secs(900), || {
             if let Ok(Some(status)) = kgym.child.try_wait() {
                 panic!("kgym build ended early ({status}):\n{}", kgym.output());
             }
@@ -355,13 +365,13 @@ fn kbuilder_stopped_mid_stage_leaves_nothing_and_the_tree_builds_again() {
     let first = rt.block_on(sched.submit(job())).unwrap();
     let env = [("KGYM_DATA", builder_data.as_path()), ("KGYM_ARTIFACTS", artifacts.as_path())];
     let trees = builder_data.join("build/trees");
-    let making = || processes_under(&trees).iter().any(|p| p.comm == "make");
+    let making = || making_bzimage(&processes_under(&trees));
     let scratch_dirs = || entries(&builder_data.join("scratch"));
 
     for (round, signal) in [Signal::SIGTERM, Signal::SIGKILL].into_iter().enumerate() {
         let mut service =
             Service::start(&kbuilder, &env, &server, scratch.path().join(format!("kbuilder-{round}.log")));
-        wait_until("make runs for the stage", Duration::from_secs(900), || {
+        wait_until("make bzImage runs for the stage", Duration::from_secs(900), || {
             if let Ok(Some(status)) = service.0.child.try_wait() {
                 panic!("kbuilder ended early ({status}):\n{}", service.0.output());
             }
