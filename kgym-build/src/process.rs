@@ -5,7 +5,7 @@
 //! dies. This module maps `kgym-proc`'s errors to the build's.
 
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kgym_proc::{OnSpawn, RunOptions};
 use tokio::process::Command;
@@ -29,12 +29,6 @@ impl Limits {
     /// The cancellation token.
     pub fn cancel(&self) -> &CancellationToken {
         &self.0.cancel
-    }
-
-    /// The deadline.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub fn deadline(&self) -> Option<Instant> {
-        self.0.deadline
     }
 
     /// An error if the work must stop (call between steps).
@@ -96,7 +90,6 @@ mod tests {
         let limits = Limits::new(Duration::from_millis(200), CancellationToken::new());
         let err = run(cmd, "make bzImage", None, &limits, None).await.unwrap_err();
         assert!(matches!(err, Error::Timeout { ref phase, .. } if phase == "make bzImage"), "{err}");
-        assert!(limits.deadline().is_some());
 
         let cancel = CancellationToken::new();
         cancel.cancel();

@@ -213,6 +213,36 @@ impl Tree {
         self.dir.join("applied.patch")
     }
 
+    /// Present while make runs: a test process that died mid-make (make
+    /// killed with it) may have left half-written objects.
+    fn making(&self) -> PathBuf {
+        self.dir.join("making")
+    }
+
+    /// Removes build products written since `since`: a half-written object
+    /// newer than its source would pass for up to date.
+    fn remove_products_since(&self, since: std::time::SystemTime) -> usize {
+        let mut removed = 0;
+        let mut stack = vec![self.out()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let Ok(meta) = e.path().symlink_metadata() else { continue };
+                if meta.is_dir() {
+                    stack.push(e.path());
+                    continue;
+                }
+                let name = e.file_name().to_string_lossy().into_owned();
+                let product = [".o", ".a", ".ko", ".bin", ".elf"].iter().any(|ext| name.ends_with(ext))
+                    || ["vmlinux", "bzImage", "System.map"].contains(&name.as_str());
+                if product && meta.modified().is_ok_and(|m| m >= since) && std::fs::remove_file(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// `make` in this tree for `targets`, shaped like kgym-build's.
     fn make(&self, targets: &[&str]) -> tokio::process::Command {
         let (src, out) = (self.src(), self.out());
@@ -286,6 +316,11 @@ impl Tree {
                 let _ = std::fs::remove_file(&configured);
             }
         }
+        if let Ok(since) = std::fs::metadata(self.making()).and_then(|m| m.modified()) {
+            let removed = self.remove_products_since(since);
+            eprintln!("[test kernel] an earlier make was interrupted; removed {removed} possibly partial objects");
+            let _ = std::fs::remove_file(self.making());
+        }
         if configured.is_file() {
             return;
         }
@@ -311,7 +346,9 @@ impl Tree {
 
     /// Builds and copies the kernel's files into `dest` (atomically).
     async fn build_into(&self, dest: &Path) -> KernelFiles {
+        std::fs::write(self.making(), "").unwrap_or_else(|e| io_panic("write", &self.making(), e));
         run(self.make(&["bzImage", "vmlinux"]), "make bzImage vmlinux", BUILD_LIMIT, &self.log()).await;
+        let _ = std::fs::remove_file(self.making());
         let tmp = dest.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).unwrap_or_else(|e| io_panic("create", &tmp, e));
