@@ -1,6 +1,7 @@
 //! The stock build worker service: claims `build` and `patch-check` stages
-//! from a scheduler over HTTP and runs them with `LocalBuilder`; SIGTERM
-//! hands running stages back.
+//! from a scheduler over HTTP and runs them with `LocalBuilder`; SIGTERM,
+//! SIGHUP and ctrl-c hand running stages back (make stopped, scratch
+//! removed). Killed outright, its make dies with it and its scratch goes.
 //!
 //! Environment: `KGYM_SERVER` (scheduler URL, default
 //! `http://127.0.0.1:8000`), `KGYM_TOKEN`, `KGYM_DATA` (repository cache and
@@ -19,11 +20,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     service::init_tracing();
     let data = service::data_dir();
     let builder = Arc::new(LocalBuilder::builder(data.join("build")).build()?);
+    let scratch = kgym::proc::RemoveOnExit::unique_in(&data.join("scratch"), "kbuilder-")?;
     let runtime = service::worker_runtime()?
-        .worker(Arc::new(BuildWorker::new(builder.clone(), data.join("scratch/build"))), service::slots())
-        .worker(Arc::new(PatchCheckWorker::new(builder, data.join("scratch/patch-check"))), 1)
+        .worker(Arc::new(BuildWorker::new(builder.clone(), scratch.path().join("build"))), service::slots())
+        .worker(Arc::new(PatchCheckWorker::new(builder, scratch.path().join("patch-check"))), 1)
         .start()
         .await?;
-    runtime.run_until_signal().await?;
+    service::run_until_signal(runtime).await?;
     Ok(())
 }

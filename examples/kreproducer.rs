@@ -1,6 +1,7 @@
 //! The stock reproduce worker service: claims `reproduce` stages from a
 //! scheduler over HTTP and runs them in local QEMU VMs (KVM when it works,
-//! TCG otherwise); SIGTERM hands running stages back.
+//! TCG otherwise); SIGTERM, SIGHUP and ctrl-c hand running stages back.
+//! Killed outright, its VMs die with it and its scratch goes.
 //!
 //! Environment: `KGYM_SERVER` (default `http://127.0.0.1:8000`),
 //! `KGYM_TOKEN`, `KGYM_DATA` (scratch), `KGYM_ARTIFACTS` (`gs://bucket` or a
@@ -17,9 +18,10 @@ use kgym::vm::{QemuRunner, ReproduceWorker};
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     service::init_tracing();
     let data = service::data_dir();
-    let runner = QemuRunner::builder().work_dir(data.join("scratch/vm")).build()?;
-    let worker = ReproduceWorker::new(Arc::new(runner)).scratch_dir(data.join("scratch/reproduce"));
+    let scratch = kgym::proc::RemoveOnExit::unique_in(&data.join("scratch"), "kreproducer-")?;
+    let runner = QemuRunner::builder().work_dir(scratch.path().join("vm")).build()?;
+    let worker = ReproduceWorker::new(Arc::new(runner)).scratch_dir(scratch.path().join("reproduce"));
     let runtime = service::worker_runtime()?.worker(Arc::new(worker), service::slots()).start().await?;
-    runtime.run_until_signal().await?;
+    service::run_until_signal(runtime).await?;
     Ok(())
 }

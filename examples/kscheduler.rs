@@ -26,6 +26,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .start()
         .await?;
     tracing::info!(url = gym.http_url().unwrap_or_default(), "kscheduler serving");
-    gym.run_until_signal().await?;
+    let signal = kgym::proc::terminated().await?;
+    tracing::info!(signal = signal.name(), "stopping");
+    gym.shutdown().await;
     Ok(())
 }

@@ -3,8 +3,10 @@
 //! a fix judged fixed; the `kgym` CLI on the same path; and an abort that
 //! must kill the running `make`.
 //!
-//! Builds share the test kernel's warm tree (`target/kgym-test-cache`), so
-//! only the patched objects are recompiled.
+//! Builds share one warm tree under `target/kgym-test-cache` (the sample
+//! config, built once by `LocalBuilder` — from ccache, which kgym-testkit's
+//! test kernel of the same config filled), so later builds recompile only
+//! the patched objects.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,8 +125,13 @@ async fn aborting_a_running_build_kills_make() {
         return;
     }
     let scratch = kgym_testkit::scratch_data_dir();
-    // No ccache: the cold build must really compile for minutes.
-    let builder = kgym_testkit::scratch_builder(&scratch.path().join("build")).ccache(false).build().unwrap();
+    // No ccache: the cold build must really compile for minutes. The
+    // extracted tarball is the one the other tests' builder uses.
+    let builder = kgym::build::LocalBuilder::builder(scratch.path().join("build"))
+        .sources_dir(kgym_testkit::test_cache_dir().join("sources"))
+        .ccache(false)
+        .build()
+        .unwrap();
     let gym = Gym::builder(scratch.path().join("gym")).local_builder(builder).start().await.unwrap();
     let sched = gym.scheduler();
     let spec = JobSpec::new().stage(StageKind::build(), &BuildArgs::new(tarball(), kgym::samples::config()));

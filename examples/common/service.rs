@@ -44,6 +44,17 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
 }
 
+/// Runs `runtime` until SIGINT, SIGTERM or SIGHUP, then shuts it down
+/// (running stages are cancelled and handed back).
+pub async fn run_until_signal(
+    runtime: kgym::sched::runtime::RuntimeHandle,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let signal = kgym::proc::terminated().await?;
+    tracing::info!(signal = signal.name(), "handing running stages back");
+    runtime.shutdown().await;
+    Ok(())
+}
+
 /// A worker runtime claiming stages from the scheduler at `KGYM_SERVER`
 /// (default `http://127.0.0.1:8000`) with `KGYM_TOKEN`, storing artifacts
 /// in `KGYM_ARTIFACTS`; add workers, then start it.

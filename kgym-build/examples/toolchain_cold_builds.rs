@@ -1,6 +1,8 @@
 //! Cold build time of kgym-testkit's minimal x86_64 kernel with gcc and with
 //! clang (`LLVM=1`): each in its own scratch data directory, no ccache, one
-//! after the other; prints a table and the machine's load.
+//! after the other; prints a table and the machine's load, and whether the
+//! result is byte-identical to the test kit's plain-make build of the same
+//! kernel (when that one is cached).
 //!
 //! ```text
 //! cargo run --release -p kgym-build --example toolchain_cold_builds
@@ -8,9 +10,9 @@
 
 use std::time::Instant;
 
-use kgym_build::{BuildContext, KernelBuilder};
-use kgym_core::stage::build::{Arch, Compiler};
-use kgym_testkit::{minimal_kernel_args, scratch_builder, scratch_data_dir, test_kernel_available};
+use kgym_build::{BuildContext, KernelBuilder, LocalBuilder};
+use kgym_core::stage::build::{Arch, BaseConfig, BuildArgs, Compiler, KernelConfig, KernelSource, Linker};
+use kgym_testkit::{KERNEL_TARBALL, MINIMAL_BOOT_FRAGMENT, scratch_data_dir, test_cache_dir, test_kernel_available};
 
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -21,6 +23,19 @@ fn load() -> String {
         .join(" ")
 }
 
+fn minimal(compiler: Compiler) -> BuildArgs {
+    let mut args = BuildArgs::new(
+        KernelSource::tarball(KERNEL_TARBALL),
+        KernelConfig::Base { base: BaseConfig::Tinyconfig, fragments: vec![MINIMAL_BOOT_FRAGMENT.to_owned()] },
+    );
+    args.arch = Arch::X86_64;
+    args.compiler = compiler;
+    if compiler == Compiler::Clang {
+        args.linker = Some(Linker::Lld);
+    }
+    args
+}
+
 #[tokio::main]
 async fn main() {
     if !test_kernel_available() {
@@ -29,11 +44,16 @@ async fn main() {
     let mut rows = Vec::new();
     for compiler in [Compiler::Gcc, Compiler::Clang] {
         let data = scratch_data_dir();
-        let builder = scratch_builder(data.path()).ccache(false).build().expect("scratch builder");
+        // The extracted tarball of kgym-build's tests (extracted once).
+        let builder = LocalBuilder::builder(data.path())
+            .sources_dir(test_cache_dir().join("kgym-build/sources"))
+            .ccache(false)
+            .build()
+            .expect("scratch builder");
         let before = load();
         let started = Instant::now();
         let out = builder
-            .build(&minimal_kernel_args(Arch::X86_64, compiler), &BuildContext::new(data.path().join("out")))
+            .build(&minimal(compiler), &BuildContext::new(data.path().join("out")))
             .await
             .unwrap_or_else(|e| panic!("{compiler:?} build: {e}"));
         let secs = started.elapsed().as_secs_f64();
@@ -47,17 +67,17 @@ async fn main() {
         println!("| {c:?} | {secs:.0} | {:.0} | {:.0} | {n} | {before} | {after} |", t.config_secs, t.compile_secs);
     }
     println!("clang / gcc: {:.2}", rows[1].1 / rows[0].1);
-    // The cached clang kernel of the tests (built with ccache, elsewhere)
-    // must be byte-identical: path independence and reproducibility.
-    let cached = kgym_testkit::test_cache_dir().join("kernels");
-    for entry in std::fs::read_dir(&cached).into_iter().flatten().flatten() {
-        let done = std::fs::read_to_string(entry.path().join("done")).unwrap_or_default();
-        for (c, _, _, _, _, _, vmlinux) in &rows {
-            let identity = serde_json::to_string(&minimal_kernel_args(Arch::X86_64, *c)).unwrap_or_default();
-            if done.trim() == identity {
-                let same = std::fs::read(entry.path().join("vmlinux")).is_ok_and(|v| v == *vmlinux);
-                println!("{c:?}: identical to the cached test kernel {}: {same}", entry.path().display());
-            }
+    // The test kit builds the same kernels with plain make (same flags, other
+    // paths): path independence and reproducibility make them identical.
+    for (c, _, _, _, _, _, vmlinux) in &rows {
+        let compiler = match c {
+            Compiler::Clang => kgym_testkit::Compiler::Clang,
+            _ => kgym_testkit::Compiler::Gcc,
+        };
+        let spec = kgym_testkit::minimal_kernel_spec(kgym_testkit::Arch::X86_64, compiler);
+        if let Some(cached) = kgym_testkit::kernel::already_built(&spec, None) {
+            let same = std::fs::read(&cached.vmlinux).is_ok_and(|v| v == *vmlinux);
+            println!("{c:?}: identical to the test kit's plain-make kernel {}: {same}", cached.vmlinux.display());
         }
     }
 }

@@ -163,6 +163,25 @@ pub enum Error {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// A subprocess could not be managed (e.g. an earlier `make` of the
+    /// warm tree, left by a process that died, could not be stopped).
+    #[error("manage a subprocess")]
+    Process(#[source] kgym_proc::Error),
+}
+
+impl From<kgym_proc::Error> for Error {
+    fn from(e: kgym_proc::Error) -> Self {
+        use kgym_proc::Error as P;
+        match e {
+            P::MissingTool { tool } => Self::MissingTool { tool },
+            P::Timeout { what, limit } => Self::Timeout { phase: what, limit },
+            P::Cancelled { what } => Self::Cancelled { phase: what },
+            P::Io { path, source } => Self::Io { path, source },
+            P::Spawn { program, source } | P::Wait { program, source } => Self::Io { path: program.into(), source },
+            P::Task { what, source } => Self::Task { what, source },
+            other => Self::Process(other),
+        }
+    }
 }
 
 /// `Result` with [`Error`] as the default error.
@@ -212,7 +231,8 @@ impl Error {
             | Self::MissingTool { .. }
             | Self::ToolFailed { .. }
             | Self::Io { .. }
-            | Self::Task { .. } => codes::INTERNAL,
+            | Self::Task { .. }
+            | Self::Process(_) => codes::INTERNAL,
         }
     }
 

@@ -24,7 +24,7 @@
 //! use std::sync::Arc;
 //! use kgym_build::{BuildContext, BuildWorker, Error, KernelBuilder, LocalBuilder};
 //! use kgym_core::stage::build::{BaseConfig, BuildArgs, KernelConfig, KernelSource};
-//! use kgym_core::{StageKind, Worker};
+//! use kgym_core::{StageKind, StageSchema};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let data = tempfile::tempdir().unwrap();
@@ -41,7 +41,7 @@
 //! // The same builder serves `build` stages of a gym.
 //! let worker = BuildWorker::new(Arc::new(builder), data.path().join("scratch"));
 //! assert_eq!(worker.kind(), StageKind::build());
-//! assert!(worker.validate(&serde_json::json!({"source": 1})).is_err());
+//! assert!(worker.validate_alone(&serde_json::json!({"source": 1})).is_err());
 //! # });
 //! ```
 
@@ -59,12 +59,13 @@ mod blocking;
 mod builder;
 mod checkout;
 mod error;
+mod kbuild_deps;
 mod kconfig;
-mod lock;
 mod log;
 mod make;
 mod patch;
 mod patch_check;
+mod patch_plan;
 mod pipeline;
 mod process;
 mod repo_cache;
@@ -75,9 +76,8 @@ pub mod worker;
 pub use builder::{DEFAULT_TIMEOUT, DEFAULT_WARM_TREE_LIMIT, LocalBuilder, LocalBuilderConfig};
 pub use error::{Error, Result};
 pub use kgym_core::stage::build::BuildArgs;
-pub use lock::FileLock;
+pub use kgym_proc::find_tool;
 pub use make::LLVM_BINUTILS;
-pub use process::find_tool;
 pub use worker::{BuildWorker, PatchCheckWorker};
 
 /// Where a build puts its outputs and reports progress.
@@ -172,3 +172,8 @@ pub trait PatchChecker: Send + Sync + fmt::Debug + 'static {
         ctx: &BuildContext,
     ) -> Result<Vec<PatchVerdict>>;
 }
+
+// The README's examples are compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -8,11 +8,16 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use kgym_core::stage::build::{Arch, Compiler, Linker};
-use tokio::process::Command;
 
 use crate::error::{Error, Result};
 use crate::log::BuildLog;
 use crate::process::{self, Finished, Limits, find_tool_in};
+use kgym_proc::GroupRecord;
+use tokio::process::Command;
+
+/// The file in a warm tree's directory recording the process group of the
+/// make running in it.
+pub(crate) const MAKE_GROUP_FILE: &str = "make-group.json";
 
 /// The programs `LLVM=1` makes the kernel's Makefile use besides clang.
 pub const LLVM_BINUTILS: [&str; 7] =
@@ -222,7 +227,8 @@ impl MakeEnv {
 
     /// The `make` command for `targets`.
     pub fn command(&self, targets: &[&str]) -> Command {
-        let mut cmd = Command::new("make");
+        // A tree (sub-makes, compilers): it dies as a whole with its owner.
+        let mut cmd = process::tree_command("make");
         for var in SCRUBBED_ENV {
             cmd.env_remove(var);
         }
@@ -230,11 +236,34 @@ impl MakeEnv {
         cmd
     }
 
-    /// Runs make for `targets`; any exit status is returned.
+    /// Where the process group of a make running in this tree is
+    /// recorded ([`MAKE_GROUP_FILE`] in the tree's directory).
+    pub fn group_record(&self) -> PathBuf {
+        self.tree_root().join(MAKE_GROUP_FILE)
+    }
+
+    /// Runs make for `targets`; any exit status is returned. While it runs
+    /// its process group is recorded in [`group_record`](Self::group_record):
+    /// if this process dies, the next owner of the tree stops whatever of it
+    /// still runs before it builds (`warm_tree::TreeStore::open`).
     pub async fn run(&self, targets: &[&str], limits: &Limits, log: &BuildLog) -> Result<Finished> {
         let phase = format!("make {}", targets.join(" "));
         log.step(&format!("running {phase}"));
-        process::run(self.command(targets), &phase, None, limits, Some(log)).await
+        let record = self.group_record();
+        let on_spawn = |group: &GroupRecord| match serde_json::to_vec(group) {
+            Ok(json) => {
+                if let Err(e) = std::fs::write(&record, json) {
+                    tracing::warn!(path = %record.display(), error = %e, "cannot record make's process group");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record make's process group"),
+        };
+        let done =
+            process::run_recorded(self.command(targets), &phase, None, limits, Some(log), Some(Box::new(on_spawn)))
+                .await;
+        // The group is gone (reaped, or killed with its stragglers).
+        let _ = std::fs::remove_file(&record);
+        done
     }
 }
 

@@ -6,8 +6,6 @@
 
 use std::path::Path;
 
-use tokio::process::Command;
-
 use crate::error::{Error, Result};
 use crate::log::BuildLog;
 use crate::process::{self, Limits, require_tool};
@@ -44,7 +42,7 @@ pub(crate) fn touched_files(patch: &str) -> Vec<String> {
 /// untouched then (`git apply` is all-or-nothing).
 pub(crate) async fn apply(src: &Path, patch: &str, reverse: bool, limits: &Limits, log: &BuildLog) -> Result<()> {
     let git = require_tool("git")?;
-    let mut cmd = Command::new(git);
+    let mut cmd = process::command(git);
     cmd.current_dir(src)
         .env("GIT_CEILING_DIRECTORIES", src.parent().unwrap_or(src))
         .env_remove("GIT_DIR")

@@ -1,9 +1,13 @@
 //! Patch check (kGymSuite's kprebuilder): on a built warm tree, for each
-//! candidate patch — apply it, rebuild only the objects it touches
-//! (`make kernel/sys.o`; objects including a touched header are found in
-//! kbuild's `.cmd` dependency files), compare per-function instruction
-//! counts before/after from `objdump -d` (GNU's, or `llvm-objdump` on a
-//! machine with only the LLVM toolchain), then revert.
+//! candidate patch — apply it, rebuild only the objects built from what it
+//! touches (`make kernel/sys.o`; found in kbuild's `.cmd` dependency
+//! records: a source's object, the objects that include a header or
+//! `#include` a C file — [`patch_plan`](crate::patch_plan)), compare
+//! per-function instruction counts before/after from `objdump -d` (GNU's,
+//! or `llvm-objdump` on a machine with only the LLVM toolchain), then
+//! revert. Each touched file gets a report (compiled, not built in this
+//! config, failed); a patch none of whose files is built does not
+//! "compile".
 //!
 //! The tree is left exactly as it was: the original objects (and their
 //! `.cmd` files) are moved aside before the rebuild and moved back after
@@ -17,14 +21,15 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use kgym_core::stage::patch_check::{FunctionChange, PatchVerdict};
-use tokio::process::Command;
+use kgym_core::stage::patch_check::{FileCheck, FileKind, FileOutcome, FunctionChange, PatchVerdict};
 
 use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
+use crate::kbuild_deps::{self, Dependents};
 use crate::log::BuildLog;
 use crate::make::{MakeEnv, first_error};
 use crate::patch;
+use crate::patch_plan::{self, Plan, built_objects, cmd_file};
 use crate::process::{self, Limits, find_tool};
 use crate::warm_tree::{Busy, WarmTree};
 
@@ -149,7 +154,7 @@ async fn objdump(
     object: &str,
     limits: &Limits,
 ) -> Result<BTreeMap<String, FunctionCode>> {
-    let mut cmd = Command::new(disassembler);
+    let mut cmd = process::command(disassembler);
     cmd.args(["-d", "-r", "--no-show-raw-insn"]).arg(object).current_dir(out);
     let done = process::run(cmd, &format!("objdump {object}"), None, limits, None).await?;
     if !done.status.success() {
@@ -162,78 +167,48 @@ async fn objdump(
     Ok(parse_objdump(&done.text()))
 }
 
-/// What to rebuild for a patch.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Plan {
-    /// Objects (relative to the build directory) to rebuild and compare.
-    pub objects: Vec<String>,
-    /// A touched file other than C/assembly/header: run the full build.
-    pub full_build: bool,
+/// What the check found for each file once make ran: compiled (make
+/// rebuilt objects of it), failed (make failed), or nothing built.
+fn file_checks(plan: &Plan, built: &[String], rescanned: &Dependents, ok: bool) -> Vec<FileCheck> {
+    plan.files
+        .iter()
+        .map(|fp| {
+            // A file nothing read before the patch (new, or newly included)
+            // may be read now: kbuild rewrote the records of what it built.
+            let objects: Vec<String> = if fp.objects.is_empty() {
+                rescanned.of(&fp.file).iter().filter(|o| built.contains(o)).cloned().collect()
+            } else {
+                fp.objects.clone()
+            };
+            let outcome = if !ok && fp.builds_something() {
+                FileOutcome::Failed
+            } else if !ok {
+                FileOutcome::NotBuilt
+            } else if objects.iter().any(|o| built.contains(o)) || (fp.kind == FileKind::Other && fp.full_build) {
+                FileOutcome::Compiled
+            } else {
+                FileOutcome::NotBuilt
+            };
+            fp.check(objects, outcome)
+        })
+        .collect()
 }
 
-/// The objects that a header is compiled into, from kbuild's `.cmd`
-/// dependency lists (skipping host programs).
-fn header_dependents(src: &Path, out: &Path, header: &str) -> Vec<String> {
-    let abs = format!("{}/{header}", src.display());
-    let relative = format!("../{header}");
-    let mut found = Vec::new();
-    let mut stack = vec![out.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let path = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                if !(dir == out && (name == "scripts" || name == "tools" || name == "source")) {
-                    stack.push(path);
-                }
-                continue;
-            }
-            let Some(obj) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".o.cmd")) else { continue };
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            let depends = text.lines().any(|l| {
-                let dep = l.trim().trim_end_matches('\\').trim();
-                dep == abs || dep == relative || dep == header
-            });
-            if depends {
-                let rel = dir.strip_prefix(out).unwrap_or(Path::new(""));
-                found.push(rel.join(format!("{obj}.o")).to_string_lossy().into_owned());
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
-/// Decides what to rebuild for a patch touching `files`.
-pub(crate) fn plan(src: &Path, out: &Path, files: &[String]) -> Plan {
-    let mut plan = Plan::default();
-    for f in files {
-        let objects = if let Some(stem) = f.strip_suffix(".c").or_else(|| f.strip_suffix(".S")) {
-            let obj = format!("{stem}.o");
-            // Not built in this config: nothing to compare.
-            if out.join(&obj).is_file() { vec![obj] } else { Vec::new() }
-        } else if f.ends_with(".h") {
-            header_dependents(src, out, f)
-        } else {
-            plan.full_build = true;
-            Vec::new()
-        };
-        for o in objects {
-            if !plan.objects.contains(&o) {
-                plan.objects.push(o);
-            }
-        }
-    }
-    plan
-}
-
-/// kbuild's command file of an object: `kernel/.sys.o.cmd`.
-fn cmd_file(object: &str) -> String {
-    match object.rsplit_once('/') {
-        Some((dir, name)) => format!("{dir}/.{name}.cmd"),
-        None => format!(".{object}.cmd"),
-    }
+/// Why nothing was compiled, file by file.
+fn nothing_built(checks: &[FileCheck]) -> String {
+    let why: Vec<String> = checks
+        .iter()
+        .map(|c| {
+            let what = match (c.kind, c.new) {
+                (_, true) => "a new file nothing built reads",
+                (FileKind::Header, _) => "a header no built object includes",
+                (FileKind::Source, _) => "not built in this config",
+                _ => "not part of the build",
+            };
+            format!("{} ({what})", c.file)
+        })
+        .collect();
+    format!("nothing this patch changes is compiled in this config: {}", why.join(", "))
 }
 
 /// Checks one patch on a built tree; leaves the tree as it found it.
@@ -253,12 +228,21 @@ pub(crate) async fn check_one(
         error: None,
         files: files.clone(),
         functions: Vec::new(),
+        file_checks: Vec::new(),
         seconds: 0.0,
     };
     let plan = {
         let (s, o, f) = (src.clone(), out.clone(), files.clone());
-        run_blocking("plan patch check", move || Ok(plan(&s, &o, &f))).await?
+        run_blocking("plan patch check", move || Ok(patch_plan::plan(&s, &o, &f))).await?
     };
+    for fp in &plan.files {
+        let what = match (fp.builds_something(), fp.full_build) {
+            (false, _) => "nothing built reads it".to_owned(),
+            (true, true) => format!("full build; objects {}", fp.objects.join(" ")),
+            (true, false) => format!("objects {}", fp.objects.join(" ")),
+        };
+        log.step(&format!("{}{}: {what}", fp.file, if fp.new { " (new)" } else { "" }));
+    }
     let disassembler = disassembler()?;
     let mut before = BTreeMap::new();
     for obj in &plan.objects {
@@ -279,6 +263,7 @@ pub(crate) async fn check_one(
         Err(Error::PatchDoesNotApply { stderr }) => {
             tree.state.busy = None;
             tree.save()?;
+            verdict.file_checks = plan.files.iter().map(|fp| fp.check(Vec::new(), FileOutcome::NotChecked)).collect();
             verdict.error = Some(stderr);
             verdict.seconds = started.elapsed().as_secs_f64();
             return Ok(verdict);
@@ -308,10 +293,26 @@ pub(crate) async fn check_one(
     let built = if targets.is_empty() { None } else { Some(make.run(&targets, limits, log).await) };
     let result: Result<()> = async {
         match built {
-            None => verdict.compiles = true,
+            None => {
+                verdict.file_checks = plan.files.iter().map(|fp| fp.check(Vec::new(), FileOutcome::NotBuilt)).collect();
+                verdict.error = Some(nothing_built(&verdict.file_checks));
+            }
             Some(Err(e)) => return Err(e),
             Some(Ok(done)) if done.status.success() => {
-                verdict.compiles = true;
+                let compiled = built_objects(&done.lines);
+                let unplaced: Vec<String> =
+                    plan.files.iter().filter(|fp| fp.objects.is_empty()).map(|fp| fp.file.clone()).collect();
+                let rescanned = if unplaced.is_empty() {
+                    Dependents::default()
+                } else {
+                    let (s, o) = (src.clone(), out.clone());
+                    run_blocking("read kbuild's records", move || Ok(kbuild_deps::scan(&s, &o, &unplaced))).await?
+                };
+                verdict.file_checks = file_checks(&plan, &compiled, &rescanned, true);
+                verdict.compiles = verdict.file_checks.iter().any(|c| c.outcome == FileOutcome::Compiled);
+                if !verdict.compiles {
+                    verdict.error = Some(nothing_built(&verdict.file_checks));
+                }
                 for obj in &plan.objects {
                     let after = objdump(&disassembler, &out, obj, limits).await?;
                     let empty = BTreeMap::new();
@@ -319,6 +320,7 @@ pub(crate) async fn check_one(
                 }
             }
             Some(Ok(done)) => {
+                verdict.file_checks = file_checks(&plan, &[], &Dependents::default(), false);
                 let first = first_error(&done.lines);
                 verdict.error = Some(match first {
                     Some(f) => format!("{f}\n{}", done.tail(20)),
@@ -485,26 +487,5 @@ Disassembly of section .text:
             }
             assert_eq!(dumps[0], dumps[1], "{cc} objects: objdump and llvm-objdump count differently");
         }
-    }
-
-    #[test]
-    fn plans_objects_headers_and_full_builds() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, out) = (dir.path().join("src"), dir.path().join("out"));
-        std::fs::create_dir_all(out.join("kernel")).unwrap();
-        std::fs::create_dir_all(out.join("scripts")).unwrap();
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(out.join("kernel/sys.o"), "").unwrap();
-        std::fs::write(out.join("kernel/fork.o"), "").unwrap();
-        let dep = "deps_kernel/fork.o := \\\n  ../include/linux/x.h \\\n  include/generated/y.h \\\n".to_owned();
-        std::fs::write(out.join("kernel/.fork.o.cmd"), &dep).unwrap();
-        std::fs::write(out.join("scripts/.host.o.cmd"), &dep).unwrap();
-
-        let p = plan(&src, &out, &["kernel/sys.c".into(), "include/linux/x.h".into(), "mm/absent.c".into()]);
-        assert_eq!(p, Plan { objects: vec!["kernel/sys.o".into(), "kernel/fork.o".into()], full_build: false });
-        let p = plan(&src, &out, &["include/generated/y.h".into(), "kernel/Makefile".into()]);
-        assert_eq!(p, Plan { objects: vec!["kernel/fork.o".into()], full_build: true });
-        assert_eq!(cmd_file("kernel/sys.o"), "kernel/.sys.o.cmd");
-        assert_eq!(cmd_file("x.o"), ".x.o.cmd");
     }
 }

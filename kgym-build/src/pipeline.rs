@@ -296,6 +296,12 @@ async fn prepare(s: &Settings, req: &BuildArgs, ctx: &BuildContext, log: &BuildL
     let (key, description) = warm_tree::key_of(&material);
     log.step(&format!("waiting for warm tree {key}"));
     let mut tree = s.trees.open(&key, &description, &ctx.cancel).await?;
+    if tree.stopped_earlier_make > 0 {
+        log.step(&format!(
+            "killed {} processes of an earlier make of this tree whose owner died",
+            tree.stopped_earlier_make
+        ));
+    }
     make.src = tree.src();
     make.out = tree.out();
     if let Some(Busy::Making { started }) = tree.state.busy {

@@ -17,9 +17,9 @@
 
 use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
-use crate::lock::FileLock;
 use crate::process::{self, Limits, require_tool};
 use git2::{Oid, Repository};
+use kgym_proc::FileLock;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -78,7 +78,30 @@ impl RepoCache {
     pub async fn resolve(&self, url: &str, commit: &str, limits: &Limits) -> Result<Resolved> {
         let url = normalize_url(url);
         let repo_dir = self.repo_dir(&url);
-        let _lock = FileLock::acquire(&repo_dir.with_extension("lock"), &limits.cancel).await?;
+        let _lock = FileLock::acquire(&repo_dir.with_extension("lock"), limits.cancel()).await?;
+        let created = !repo_dir.join("HEAD").is_file();
+        let result = self.resolve_locked(&url, &repo_dir, commit, limits).await;
+        if result.is_err() && created {
+            // A first fetch that failed leaves an empty repository: drop it,
+            // so the cache holds only repositories that have something.
+            let dir = repo_dir.clone();
+            run_blocking("drop an empty repository cache", move || {
+                let empty = Repository::open_bare(&dir).map_or(true, |r| {
+                    r.references().map_or(true, |mut refs| refs.next().is_none())
+                        && !dir.join("objects/info/alternates").is_file()
+                });
+                if empty {
+                    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        result
+    }
+
+    async fn resolve_locked(&self, url: &str, repo_dir: &Path, commit: &str, limits: &Limits) -> Result<Resolved> {
+        let (url, repo_dir) = (url.to_owned(), repo_dir.to_owned());
         let commit = commit.trim().to_owned();
         let found = |oid: Option<Oid>| oid.map(|oid| Resolved { repo_dir: repo_dir.clone(), oid });
         let not_found = || Error::CommitNotFound { url: url.clone(), commit: commit.clone() };
@@ -141,7 +164,8 @@ impl RepoCache {
 /// credentials, proxies and URL rewrites.
 async fn fetch(repo_dir: &Path, url: &str, refspecs: &[String], limits: &Limits) -> Result<()> {
     let git = require_tool("git")?;
-    let mut cmd = tokio::process::Command::new(git);
+    // A tree: git runs upload-pack (file://) or a remote helper as children.
+    let mut cmd = process::tree_command(git);
     // pack.window=0: a local (file://) upload-pack runs as git's child and
     // would otherwise spend minutes on delta compression of a kernel for a
     // copy on the same disk; remote servers ignore the client's setting.
@@ -285,13 +309,36 @@ pub(crate) mod tests {
         assert_eq!(err.code(), kgym_core::failure::codes::FETCH_FAILED);
 
         let cancelled = stop();
-        cancelled.cancel.cancel();
+        cancelled.cancel().cancel();
         let err = cache.resolve(&url, "main", &cancelled).await.unwrap_err();
         assert!(matches!(err, Error::Cancelled { .. }), "{err}");
         match cache.resolve(&url, "main", &stop()).await.unwrap_err() {
             Error::FetchFailed { stderr, .. } => assert!(stderr.contains("nowhere"), "git's words: {stderr}"),
             other => panic!("{other}"),
         }
+        // Nothing was fetched, so nothing is cached: no empty repository.
+        assert!(!cache.repo_dir(&url).exists(), "a failed first fetch left an empty repository");
+        let not_a_repo = dir.path().join("plain-dir");
+        std::fs::create_dir_all(&not_a_repo).unwrap();
+        let err = cache.resolve(not_a_repo.to_str().unwrap(), "main", &stop()).await.unwrap_err();
+        assert!(matches!(err, Error::FetchFailed { .. }), "{err}");
+        assert!(!cache.repo_dir(not_a_repo.to_str().unwrap()).exists());
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_keeps_a_repository_that_has_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin_dir = dir.path().join("origin");
+        let origin = Repository::init(&origin_dir).unwrap();
+        let c1 = commit_files(&origin, None, &[("a.c", "one\n")], "first");
+        origin.reference("refs/heads/main", c1, true, "").unwrap();
+        let url = format!("file://{}", origin_dir.display());
+        let cache = RepoCache::new(dir.path().join("cache"));
+        cache.resolve(&url, "main", &stop()).await.unwrap();
+        std::fs::remove_dir_all(&origin_dir).unwrap();
+        let err = cache.resolve(&url, "0123456789abcdef0123456789abcdef01234567", &stop()).await.unwrap_err();
+        assert!(matches!(err, Error::FetchFailed { .. }), "{err}");
+        assert_eq!(cache.resolve(&url, &c1.to_string(), &stop()).await.unwrap().oid, c1, "the cache was dropped");
     }
 
     #[tokio::test]

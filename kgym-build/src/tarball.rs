@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
-use tokio::process::Command;
 
 use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
-use crate::lock::FileLock;
 use crate::log::BuildLog;
 use crate::process::{self, Limits, require_tool};
+use kgym_proc::FileLock;
 
 /// A tarball's identity: a hash of its canonical path, size and mtime.
 pub(crate) fn identity(tarball: &Path) -> Result<String> {
@@ -42,7 +41,7 @@ pub(crate) async fn ensure_extracted(root: &Path, tarball: &Path, limits: &Limit
     };
     let dir = root.join(format!("tarball-{id}"));
     let done = root.join(format!("tarball-{id}.done"));
-    let _lock = FileLock::acquire(&root.join(format!("tarball-{id}.lock")), &limits.cancel).await?;
+    let _lock = FileLock::acquire(&root.join(format!("tarball-{id}.lock")), limits.cancel()).await?;
     if done.is_file() && dir.is_dir() {
         return Ok(dir);
     }
@@ -53,7 +52,8 @@ pub(crate) async fn ensure_extracted(root: &Path, tarball: &Path, limits: &Limit
         remove_dir_if_exists(stale).await?;
     }
     tokio::fs::create_dir_all(&tmp).await.map_err(|e| Error::io(&tmp, e))?;
-    let mut cmd = Command::new(tar);
+    // A tree: tar runs the decompressor (xz) as its child.
+    let mut cmd = process::tree_command(tar);
     cmd.arg("-xf").arg(tarball).arg("-C").arg(&tmp);
     let finished = process::run(cmd, "extracting the source tarball", None, limits, None).await?;
     if !finished.status.success() {
@@ -96,7 +96,7 @@ pub(crate) async fn link_copy(pristine: &Path, dest: &Path, limits: &Limits) -> 
     let cp = require_tool("cp")?;
     let mut failure = None;
     for flags in ["-al", "-a"] {
-        let mut cmd = Command::new(&cp);
+        let mut cmd = process::command(&cp);
         cmd.arg(flags).arg(pristine).arg(dest);
         let finished = process::run(cmd, "copying the source tree", None, limits, None).await?;
         if finished.status.success() {

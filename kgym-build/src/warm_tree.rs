@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
-use crate::lock::FileLock;
+use kgym_proc::{FileLock, GroupRecord};
+
+use crate::make::MAKE_GROUP_FILE;
 
 /// Bumped when the tree layout or state changes meaning: older trees are
 /// rebuilt.
@@ -86,7 +88,31 @@ pub(crate) struct WarmTree {
     pub dir: PathBuf,
     /// Its state (persist with [`WarmTree::save`]).
     pub state: TreeState,
+    /// Processes of an earlier make of this tree that were still running
+    /// when the lock was taken (their owner died), and were killed.
+    pub stopped_earlier_make: usize,
     _lock: FileLock,
+}
+
+/// How long an earlier make of a tree may take to die after SIGKILL.
+const STOP_EARLIER_MAKE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Stops what still runs of a make recorded in `dir` (its owner died
+/// without cleaning up: the kernel released the lock, but an orphaned make
+/// could still be writing the tree). Returns how many processes it killed.
+/// Blocking; call it with the tree's lock held.
+fn stop_earlier_make(dir: &Path) -> Result<usize> {
+    let record = dir.join(MAKE_GROUP_FILE);
+    let Ok(bytes) = std::fs::read(&record) else { return Ok(0) };
+    let stopped = match serde_json::from_slice::<GroupRecord>(&bytes) {
+        Ok(group) => group.stop(Some(dir), STOP_EARLIER_MAKE)?,
+        Err(e) => {
+            tracing::warn!(path = %record.display(), error = %e, "unreadable make record; ignoring it");
+            0
+        }
+    };
+    std::fs::remove_file(&record).map_err(|e| Error::io(&record, e))?;
+    Ok(stopped)
 }
 
 /// A key from any serializable description of what determines the build.
@@ -188,9 +214,16 @@ impl TreeStore {
     pub async fn open(&self, key: &str, description: &str, cancel: &CancellationToken) -> Result<WarmTree> {
         let lock = FileLock::acquire(&self.root.join(format!("{key}.lock")), cancel).await?;
         let dir = self.root.join(key);
+        // Before anything reads or resets the tree: no make of an earlier
+        // owner may still run in it.
+        let stopped_earlier_make = {
+            let d = dir.clone();
+            run_blocking("stop an earlier make", move || stop_earlier_make(&d)).await?
+        };
         let state: Option<TreeState> =
             std::fs::read(dir.join("state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        let mut tree = WarmTree { key: key.to_owned(), dir, state: TreeState::default(), _lock: lock };
+        let mut tree =
+            WarmTree { key: key.to_owned(), dir, state: TreeState::default(), stopped_earlier_make, _lock: lock };
         match state {
             Some(s) if s.format == FORMAT && s.description == description && s.busy != Some(Busy::Patching) => {
                 tree.state = s;
@@ -231,6 +264,7 @@ fn evict(root: &Path, keep: &str, keep_size: u64, max: u64) -> Result<Vec<String
         }
         // A tree in use is skipped; it will be considered next time.
         let Some(_lock) = FileLock::try_acquire(&root.join(format!("{name}.lock")))? else { continue };
+        stop_earlier_make(&root.join(&name))?;
         tracing::info!(tree = %name, size, "evicting warm tree");
         remove_dir_all_if_exists(&root.join(&name))?;
         total = total.saturating_sub(size);
@@ -242,6 +276,7 @@ fn evict(root: &Path, keep: &str, keep_size: u64, max: u64) -> Result<Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
 
     #[tokio::test]
     async fn state_persists_and_interrupted_patching_resets() {
@@ -280,6 +315,38 @@ mod tests {
         // Same key, other description (a hash collision or a format change): reset.
         let t = store.open(&key, "other", &cancel).await.unwrap();
         assert_eq!(t.state.description, "other");
+    }
+
+    #[tokio::test]
+    async fn opening_a_tree_stops_a_make_its_dead_owner_left_running() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = TreeStore::new(dir.path(), u64::MAX);
+        let cancel = CancellationToken::new();
+        let t = store.open("k", "k", &cancel).await.unwrap();
+        assert_eq!(t.stopped_earlier_make, 0);
+        // An orphaned "make" working in the tree, recorded as its group.
+        std::fs::create_dir_all(t.src()).unwrap();
+        let mut orphan = std::process::Command::new("sh")
+            .args(["-c", "sleep 300 & wait"])
+            .current_dir(t.src())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let record = GroupRecord::of(orphan.id() as i32);
+        std::fs::write(t.dir.join(MAKE_GROUP_FILE), serde_json::to_vec(&record).unwrap()).unwrap();
+        drop(t);
+        let t = store.open("k", "k", &cancel).await.unwrap();
+        assert_eq!(t.stopped_earlier_make, 2, "sh and sleep");
+        assert!(orphan.wait().unwrap().signal().is_some());
+        assert!(!t.dir.join(MAKE_GROUP_FILE).exists());
+        drop(t);
+        // A record of a group that is gone is dropped quietly.
+        let t = store.open("k", "k", &cancel).await.unwrap();
+        std::fs::write(t.dir.join(MAKE_GROUP_FILE), serde_json::to_vec(&record).unwrap()).unwrap();
+        drop(t);
+        assert_eq!(store.open("k", "k", &cancel).await.unwrap().stopped_earlier_make, 0);
     }
 
     #[tokio::test]

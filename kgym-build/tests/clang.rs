@@ -1,19 +1,21 @@
-//! The clang toolchain for real: the minimal kernel of kgym-testkit built by
-//! clang with `LLVM=1` (lld and the LLVM binutils), then patch builds, a
-//! patch check and a compile error on its warm tree. The tests of this file
-//! take turns (one warm tree).
+//! The clang toolchain for real: the minimal kernel of kgym-testkit's
+//! config built by kgym-build with clang and `LLVM=1` (lld and the LLVM
+//! binutils), then patch builds, a patch check and a compile error on its
+//! warm tree. The tests of this file take turns (one warm tree).
 
 mod common;
 
 use std::sync::Arc;
 
-use kgym_build::{BuildContext, Error, KernelBuilder, PatchChecker};
+use kgym_build::{BuildContext, BuildOutput, Error, KernelBuilder, PatchChecker};
 use kgym_core::failure::codes;
 use kgym_core::stage::build::{Arch, BuildArgs, CacheStatus, Compiler};
-use kgym_testkit::{KernelFiles, minimal_kernel, minimal_kernel_args, scratch_data_dir, test_builder};
 use tokio::sync::Mutex;
 
-use common::{broken_patch, getpid_patch, misplaced_patch, sink, source_objects};
+use common::{
+    broken_patch, getpid_patch, minimal_args, misplaced_patch, scratch_data_dir, sink, source_objects, test_builder,
+    warm_base,
+};
 
 /// One warm tree: the tests of this binary use it one at a time, so each
 /// knows the state it starts from.
@@ -26,11 +28,12 @@ fn clang_available() -> bool {
 }
 
 fn clang_args() -> BuildArgs {
-    minimal_kernel_args(Arch::X86_64, Compiler::Clang)
+    minimal_args(Arch::X86_64, Compiler::Clang)
 }
 
-async fn clang_kernel() -> KernelFiles {
-    minimal_kernel(Arch::X86_64, Compiler::Clang).await
+/// The unpatched clang kernel, built on the shared warm tree.
+async fn clang_kernel(scratch: &std::path::Path) -> BuildOutput {
+    warm_base(&clang_args(), scratch).await
 }
 
 /// The `.comment` section of an ELF file, as `llvm-readelf -p` prints it.
@@ -46,7 +49,8 @@ async fn clang_builds_a_kernel_with_lld_and_rebuilds_one_object_for_a_patch() {
         return;
     }
     let _turn = TREE.lock().await;
-    let base = clang_kernel().await;
+    let scratch = scratch_data_dir();
+    let base = clang_kernel(scratch.path()).await;
 
     let config = std::fs::read_to_string(&base.config).unwrap();
     for want in ["CONFIG_CC_IS_CLANG=y", "CONFIG_LD_IS_LLD=y", "CONFIG_AS_IS_LLVM=y"] {
@@ -59,7 +63,6 @@ async fn clang_builds_a_kernel_with_lld_and_rebuilds_one_object_for_a_patch() {
     assert!(!comment.contains("GCC:"), "gcc-compiled code in vmlinux: {comment}");
 
     let builder = test_builder();
-    let scratch = scratch_data_dir();
     let log = sink();
     let ctx = BuildContext::new(scratch.path().join("patched")).with_logs(log.clone());
     let patched = builder.build(&clang_args().with_patch(getpid_patch(11)), &ctx).await.unwrap();
@@ -88,9 +91,9 @@ async fn clang_compile_errors_are_typed_with_clangs_first_error() {
         return;
     }
     let _turn = TREE.lock().await;
-    clang_kernel().await;
-    let builder = test_builder();
     let scratch = scratch_data_dir();
+    clang_kernel(scratch.path()).await;
+    let builder = test_builder();
 
     let req = clang_args().with_patch(broken_patch());
     let err = builder.build(&req, &BuildContext::new(scratch.path().join("broken"))).await.unwrap_err();
@@ -122,9 +125,9 @@ async fn clang_patch_check_names_the_changed_function() {
         return;
     }
     let _turn = TREE.lock().await;
-    clang_kernel().await;
-    let builder = Arc::new(test_builder());
     let scratch = scratch_data_dir();
+    clang_kernel(scratch.path()).await;
+    let builder = Arc::new(test_builder());
     let ctx = BuildContext::new(scratch.path().join("check"));
     let patches = [getpid_patch(12), misplaced_patch(), broken_patch()];
     let v = builder.check_patches(&clang_args(), &patches, &ctx).await.unwrap();

@@ -11,10 +11,11 @@ mod common;
 
 use std::path::Path;
 
+use common::{kasan_args, scratch_builder, scratch_data_dir, test_kernel_available};
 use git2::{Oid, Repository, Signature};
 use kgym_build::{BuildContext, KernelBuilder};
 use kgym_core::stage::build::{Backport, BuildArgs, CacheStatus, KernelSource};
-use kgym_testkit::{scratch_builder, scratch_data_dir, test_kernel, test_kernel_args, test_kernel_available};
+use kgym_testkit::test_kernel;
 
 /// Writes `dir` as a git tree (files, executables, symlinks), reading it
 /// only.
@@ -67,7 +68,8 @@ async fn builds_a_commit_only_reachable_by_fetch_with_a_backport() {
     if !test_kernel_available() {
         return;
     }
-    // Warms ccache with the same config.
+    // Warms ccache with the same config (testkit's make has kgym-build's
+    // shape: same flags, same relative layout).
     let base = test_kernel().await;
     let data = scratch_data_dir();
     let t0 = std::time::Instant::now();
@@ -107,7 +109,7 @@ async fn builds_a_commit_only_reachable_by_fetch_with_a_backport() {
     );
 
     let url = format!("file://{}", origin_dir.display());
-    let mut req = BuildArgs { source: KernelSource::git(&url, b.to_string()), ..test_kernel_args() };
+    let mut req = BuildArgs { source: KernelSource::git(&url, b.to_string()), ..kasan_args() };
     req.backports.push(Backport {
         fix_hash: fix.to_string(),
         fix_title: "kgym: test fix".into(),

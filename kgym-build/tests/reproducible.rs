@@ -3,9 +3,11 @@
 //! give byte-identical vmlinux and bzImage. The config is minimal to keep
 //! CI time down, but has DWARF debug info, where build paths would leak.
 
+mod common;
+
+use common::{KERNEL_TARBALL, scratch_builder, scratch_data_dir, test_kernel_available};
 use kgym_build::{BuildContext, KernelBuilder};
 use kgym_core::stage::build::{BaseConfig, BuildArgs, CacheStatus, KernelConfig, KernelSource};
-use kgym_testkit::{KERNEL_TARBALL, scratch_builder, scratch_data_dir, test_kernel_available};
 
 #[tokio::test]
 async fn two_separate_builds_give_identical_kernels() {

@@ -50,6 +50,49 @@ pub fn detect_arch(path: &Path) -> Result<Option<Arch>> {
     Ok(arch_from_header(&head))
 }
 
+/// Checks that `path` is a kernel QEMU can boot directly: a regular file
+/// with the x86 boot header (`HdrS`) of a bzImage. Says what is wrong
+/// otherwise — missing, a directory (e.g. a build's output folder), empty,
+/// an ELF file (vmlinux instead of bzImage), anything else — as an
+/// [`Error::InvalidRequest`]. Returns the arch its header names (protocol
+/// 2.12 or later), else `None`.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let err = kgym_vm::bzimage::check_kernel(dir.path()).unwrap_err();
+/// assert!(err.to_string().contains("is a directory, not a bzImage"), "{err}");
+/// ```
+pub fn check_kernel(path: &Path) -> Result<Option<Arch>> {
+    let bad = |what: String| Err(Error::InvalidRequest { reason: format!("kernel {}: {what}", path.display()) });
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return bad("no such file".into()),
+        Err(e) => return Err(Error::Io { path: path.to_owned(), source: e }),
+    };
+    if meta.is_dir() {
+        return bad("is a directory, not a bzImage (give the bzImage file in it)".into());
+    }
+    if !meta.is_file() {
+        return bad("is not a regular file, not a bzImage".into());
+    }
+    if meta.len() == 0 {
+        return bad("is empty, not a bzImage".into());
+    }
+    let mut head = Vec::with_capacity(XLOADFLAGS_AT + 2);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(XLOADFLAGS_AT as u64 + 2).read_to_end(&mut head))
+        .map_err(Error::io(path))?;
+    if head.get(SIGNATURE_AT..SIGNATURE_AT + 4) != Some(b"HdrS") {
+        let what = if head.starts_with(b"\x7fELF") {
+            "is an ELF file (vmlinux?), not a bzImage (give arch/x86/boot/bzImage)"
+        } else {
+            "is not a bzImage (no x86 boot header)"
+        };
+        return bad(what.into());
+    }
+    Ok(arch_from_header(&head))
+}
+
 /// The arch to boot `path` as when nobody said: what its boot header says,
 /// else x86_64 (an unreadable kernel is reported by the run itself).
 pub fn boot_arch(path: &Path) -> Arch {
@@ -85,6 +128,30 @@ mod tests {
         assert_eq!(arch_from_header(&not_hdrs), None);
         assert_eq!(arch_from_header(&header(0x020f, 0x01)[..0x237]), None);
         assert_eq!(arch_from_header(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn kernels_that_are_no_bzimage_are_refused_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let cases = [
+            (dir.path().join("missing"), "no such file"),
+            (dir.path().to_owned(), "is a directory, not a bzImage"),
+            (file("empty", b""), "is empty, not a bzImage"),
+            (file("vmlinux", b"\x7fELF\x02\x01\x01"), "is an ELF file (vmlinux?), not a bzImage"),
+            (file("text", b"hello"), "is not a bzImage"),
+        ];
+        for (path, want) in cases {
+            let err = check_kernel(&path).unwrap_err();
+            assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
+            assert!(err.to_string().contains(want), "{}: {err}", path.display());
+        }
+        assert_eq!(check_kernel(&file("bz", &header(0x020f, 0x21))).unwrap(), Some(Arch::X86_64));
+        assert_eq!(check_kernel(&file("old", &header(0x020b, 0x01))).unwrap(), None);
     }
 
     #[test]

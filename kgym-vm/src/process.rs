@@ -1,54 +1,52 @@
-//! Subprocesses that never outlive their owner: each runs in its own
-//! process group, which is killed on timeout, cancellation and drop.
+//! Subprocesses that never outlive their owner, through `kgym-proc`: each
+//! runs in its own process group, which is killed on timeout, cancellation
+//! and drop, and dies with this process (parent-death signal). This module
+//! only maps `kgym-proc`'s errors to this crate's.
 
 use std::ffi::OsStr;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
-/// A command in a fresh process group, stdin closed, killed on drop.
-pub(crate) fn command(program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.process_group(0).stdin(Stdio::null()).kill_on_drop(true);
-    cmd
-}
+pub use kgym_proc::GroupGuard;
 
-/// Kills a child's whole process group when dropped (the child itself is
-/// `kill_on_drop`; this also reaches what it spawned, e.g. gcc's cc1).
-#[derive(Debug)]
-pub struct GroupGuard(Option<i32>);
-
-impl GroupGuard {
-    /// Guards the group led by `child`.
-    pub fn new(child: &Child) -> Self {
-        Self(child.id().and_then(|id| i32::try_from(id).ok()))
-    }
-
-    /// Sends SIGKILL to the group now.
-    pub fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            // ESRCH (already gone) is the normal case after a clean exit.
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+fn from_proc(program: &str, e: kgym_proc::Error) -> Error {
+    match e {
+        kgym_proc::Error::Timeout { limit, .. } => {
+            Error::CommandTimeout { program: program.to_owned(), timeout: limit }
         }
+        kgym_proc::Error::Cancelled { .. } => Error::Cancelled,
+        kgym_proc::Error::Spawn { source, .. } | kgym_proc::Error::Wait { source, .. } => {
+            Error::Spawn { program: program.to_owned(), source }
+        }
+        kgym_proc::Error::MissingTool { tool } => Error::Spawn {
+            program: program.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{tool} not found")),
+        },
+        other => Error::Spawn { program: program.to_owned(), source: std::io::Error::other(other) },
     }
 }
 
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A command in a fresh process group, stdin closed, killed on drop and
+/// when this process dies (for a single process, like QEMU or ssh).
+pub(crate) fn command(program: impl AsRef<OsStr>) -> Command {
+    kgym_proc::command(program)
+}
+
+/// Like [`command`], for a program that starts processes of its own (a
+/// compiler driver, git, make): the whole tree dies with this process.
+pub(crate) fn tree_command(program: impl AsRef<OsStr>) -> Command {
+    kgym_proc::tree_command(program)
 }
 
 /// Spawns `cmd` (built with [`command`]) with piped output.
 pub(crate) fn spawn_piped(cmd: &mut Command, program: &str) -> Result<(Child, GroupGuard)> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|source| Error::Spawn { program: program.to_owned(), source })?;
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = kgym_proc::spawn(cmd, program).map_err(|e| from_proc(program, e))?;
     let guard = GroupGuard::new(&child);
     Ok((child, guard))
 }
@@ -56,25 +54,12 @@ pub(crate) fn spawn_piped(cmd: &mut Command, program: &str) -> Result<(Child, Gr
 /// Runs `cmd` to completion with its output captured; kills its process
 /// group after `timeout` or when `cancel` fires.
 pub(crate) async fn run_captured(
-    mut cmd: Command,
+    cmd: Command,
     program: &str,
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<Output> {
-    let (child, mut guard) = spawn_piped(&mut cmd, program)?;
-    let out = tokio::select! {
-        out = child.wait_with_output() => out.map_err(|source| Error::Spawn { program: program.to_owned(), source })?,
-        () = tokio::time::sleep(timeout) => {
-            guard.kill();
-            return Err(Error::CommandTimeout { program: program.to_owned(), timeout });
-        }
-        () = cancel.cancelled() => {
-            guard.kill();
-            return Err(Error::Cancelled);
-        }
-    };
-    guard.kill();
-    Ok(out)
+    kgym_proc::output(cmd, program, timeout, cancel).await.map_err(|e| from_proc(program, e))
 }
 
 /// Like [`run_captured`], but a non-zero exit is an
@@ -105,11 +90,7 @@ pub(crate) fn output_tail(out: &Output, lines: usize) -> String {
 
 /// Finds `name` on `PATH` (or accepts it as a path when it has a `/`).
 pub(crate) fn find_program(name: &str) -> Option<std::path::PathBuf> {
-    if name.contains('/') {
-        let p = std::path::PathBuf::from(name);
-        return p.is_file().then_some(p);
-    }
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+    kgym_proc::find_tool(name)
 }
 
 /// [`find_program`] or an [`Error::ToolMissing`] with `hint`.
@@ -125,7 +106,7 @@ mod tests {
     async fn timeout_kills_the_whole_group() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
-        let mut cmd = command("sh");
+        let mut cmd = tree_command("sh");
         // The grandchild would outlive a plain kill of `sh`.
         cmd.arg("-c").arg(format!("sleep 30 & echo $! > {}; wait", pid_file.display()));
         let err = run_captured(cmd, "sh", Duration::from_millis(300), &CancellationToken::new()).await.unwrap_err();
@@ -133,7 +114,7 @@ mod tests {
         let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
         let alive = |pid: &str| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| s.split(' ').nth(2).is_none_or(|state| state != "Z"))
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
         };
         for _ in 0..50 {
             if !alive(&pid) {

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{context, have_tools, runner_in};
-use kgym_core::stage::build::{Arch, Compiler};
 use kgym_core::stage::reproduce::{ImageAbility, Reproducer};
+use kgym_testkit::{Arch, Compiler};
 use kgym_vm::outcome::BootEnd;
 use kgym_vm::{RunRequest, VmRunner};
 

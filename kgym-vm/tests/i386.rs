@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use kgym_core::stage::build::{Arch, Compiler};
+use kgym_core::stage::build::Arch;
 use kgym_core::stage::reproduce::{Accel, CrashKind, ImageAbility, Reproducer};
 use kgym_testkit::KernelFiles;
 use kgym_vm::initramfs::{self, BUSYBOX_I386, USERSPACE_MARKER};
@@ -83,7 +83,7 @@ fn have_i386_tools() -> bool {
 }
 
 async fn i386_kernel() -> KernelFiles {
-    kgym_testkit::minimal_kernel(Arch::I386, Compiler::Gcc).await
+    kgym_testkit::minimal_kernel(kgym_testkit::Arch::I386, kgym_testkit::Compiler::Gcc).await
 }
 
 #[tokio::test]

@@ -14,7 +14,6 @@ use kgym::core::stage::build::{
     Arch, BaseConfig, BuildArgs, CacheStatus, Compiler, KernelConfig, KernelSource, Linker,
 };
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use super::{CmdResult, Common, parse_arch, parse_duration};
 
@@ -131,6 +130,32 @@ pub enum Error {
         /// The tarball.
         tarball: String,
     },
+    /// `--source` names a local file or directory that does not exist.
+    #[error(
+        "find kernel source {path}: no such file or directory (a source tarball or a git repository here, \
+         or a git URL such as https://host/linux.git)"
+    )]
+    SourceMissing {
+        /// The path given.
+        path: String,
+    },
+}
+
+/// Whether `source` (neither an existing file nor directory) is meant as a
+/// local path rather than a git URL: it names a tarball, or is written as
+/// a path (`/`, `./`, `../`, `~`), or has neither a URL scheme nor the
+/// `host:path` form of scp-style git URLs.
+fn looks_like_local_path(source: &str) -> bool {
+    const TARBALLS: [&str; 7] = [".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tar.zst"];
+    if source.contains("://") {
+        return false;
+    }
+    if TARBALLS.iter().any(|ext| source.ends_with(ext)) || ["/", "./", "../", "~"].iter().any(|p| source.starts_with(p))
+    {
+        return true;
+    }
+    // `git@host:linux.git` and `host:path` are URLs to git (a ':' before any '/').
+    !source.split('/').next().is_some_and(|first| first.contains(':'))
 }
 
 /// The `--json` output of a successful build.
@@ -163,6 +188,8 @@ pub async fn request(args: &Args) -> Result<BuildArgs, Error> {
             return Err(Error::CommitWithTarball { tarball: args.source.clone() });
         }
         KernelSource::tarball(as_path.canonicalize().unwrap_or_else(|_| as_path.to_owned()))
+    } else if !as_path.is_dir() && looks_like_local_path(&args.source) {
+        return Err(Error::SourceMissing { path: args.source.clone() });
     } else {
         let url = if as_path.is_dir() {
             as_path.canonicalize().unwrap_or_else(|_| as_path.to_owned()).display().to_string()
@@ -266,7 +293,9 @@ fn print_human(out: &BuildOutput) {
     }
 }
 
-/// Runs the subcommand. Ctrl-C cancels the build (make is killed).
+/// Runs the subcommand. Ctrl-C, SIGTERM and SIGHUP cancel the build: make
+/// and everything it started are stopped, half-written objects removed, and
+/// the command exits with 128 + the signal's number.
 pub async fn run(args: Args, common: &Common) -> CmdResult {
     let req = request(&args).await?;
     let mut builder = LocalBuilder::builder(common.build_cache_dir()).ccache(!args.no_ccache);
@@ -282,16 +311,11 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let sink = Arc::new(ProgressSink { bar: bar.clone(), compiled: AtomicUsize::new(0) });
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-        }
-    });
-    let ctx = BuildContext::new(&args.out).with_logs(sink).with_cancel(cancel);
+    let signals = super::Signals::install()?;
+    let ctx = BuildContext::new(&args.out).with_logs(sink).with_cancel(signals.cancel.clone());
     let result = builder.build(&req, &ctx).await;
     bar.finish_and_clear();
+    let stopped_by = signals.received().await;
     match result {
         Ok(out) => {
             if args.json {
@@ -318,13 +342,19 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
         }
         Err(e) if args.json => {
             println!("{}", serde_json::json!({ "error": e.to_stage_failure() }));
-            Ok(ExitCode::FAILURE)
+            Ok(stopped_by.map_or(ExitCode::FAILURE, |s| ExitCode::from(s.exit_code())))
         }
         Err(e) => {
             if let kgym::build::Error::CompileFailed { log_tail, .. } = &e {
                 eprintln!("{log_tail}");
             }
-            Err(e.into())
+            match stopped_by {
+                Some(signal) => {
+                    eprintln!("error: {} ({})", kgym::core::failure::error_chain(&e), signal.name());
+                    Ok(ExitCode::from(signal.exit_code()))
+                }
+                None => Err(e.into()),
+            }
         }
     }
 }
@@ -414,5 +444,18 @@ mod tests {
         assert!(matches!(request(&args).await, Err(Error::CommitWithTarball { .. })));
         let args = parse(&["--source", t, "--config", "/nonexistent/config", "--out", "o"]).unwrap();
         assert!(matches!(request(&args).await, Err(Error::Read { what: "config", .. })));
+
+        // A missing tarball or directory is called missing, not a git problem.
+        let gone = dir.path().join("linux-6.2.tar.xz");
+        for source in [gone.to_str().unwrap(), "linux-6.2.tar.xz", "./linux", "linux"] {
+            let args = parse(&["--source", source, "--base", "tinyconfig", "--out", "o"]).unwrap();
+            let err = request(&args).await.unwrap_err();
+            assert!(matches!(err, Error::SourceMissing { .. }), "{source}: {err:?}");
+            assert!(err.to_string().contains("no such file or directory"), "{err}");
+        }
+        for url in ["git@github.com:torvalds/linux.git", "https://host/linux.tar.xz", "host:linux"] {
+            let args = parse(&["--source", url, "--base", "tinyconfig", "--out", "o"]).unwrap();
+            assert!(matches!(request(&args).await.unwrap().source, KernelSource::Git { .. }), "{url}");
+        }
     }
 }

@@ -116,6 +116,34 @@ pub fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// Watches SIGINT, SIGTERM and SIGHUP for a command: fires a token the
+/// command's work stops on, and tells afterwards which signal came.
+pub(crate) struct Signals {
+    /// Fired by the first signal.
+    pub cancel: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<kgym::proc::Termination>,
+}
+
+impl Signals {
+    /// Installs the handlers (from now on a signal no longer ends the
+    /// process by its default action).
+    pub fn install() -> std::io::Result<Self> {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let task = kgym::proc::cancel_on_termination(cancel.clone())?;
+        Ok(Self { cancel, task })
+    }
+
+    /// The signal that came, if one did; stops watching.
+    pub async fn received(self) -> Option<kgym::proc::Termination> {
+        if self.cancel.is_cancelled() {
+            self.task.await.ok()
+        } else {
+            self.task.abort();
+            None
+        }
+    }
+}
+
 /// `--arch`: the kernel's name (x86_64, i386) or kGym's (amd64, 386).
 pub(crate) fn parse_arch(s: &str) -> Result<kgym_core::stage::build::Arch, String> {
     kgym_core::stage::build::Arch::from_name(s).ok_or_else(|| format!("unknown arch {s:?} (x86_64, amd64, i386, 386)"))

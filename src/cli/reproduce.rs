@@ -75,10 +75,11 @@ pub struct Args {
     pub json: bool,
 }
 
-/// `--arch`, else what the bzImage's boot header says, else x86_64 (an
-/// unreadable kernel is reported by the run itself).
-fn kernel_arch(kernel: &Path, explicit: Option<Arch>) -> Arch {
-    explicit.unwrap_or_else(|| kgym_vm::bzimage::boot_arch(kernel))
+/// `--arch`, else what the bzImage's boot header says, else x86_64.
+/// Anything that is no bzImage is refused here, saying what it is.
+fn kernel_arch(kernel: &Path, explicit: Option<Arch>) -> Result<Arch, kgym_vm::Error> {
+    let from_header = kgym_vm::bzimage::check_kernel(kernel)?;
+    Ok(explicit.or(from_header).unwrap_or(Arch::X86_64))
 }
 
 fn parse_policy(s: &str) -> Result<StopPolicy, String> {
@@ -215,7 +216,11 @@ fn to_json(out: &RunOutput, dir: &Path) -> Result<JsonOutput, Error> {
 
 /// Runs the subcommand: exits 0 whether or not the kernel crashed (the
 /// verdict is the output); errors (bad input, missing tools) exit 1.
+/// Ctrl-C, SIGTERM and SIGHUP stop every VM and exit with 128 + the
+/// signal's number; the run's scratch files go with the process, even when
+/// it is killed (SIGKILL).
 pub async fn run(args: Args, common: &Common) -> CmdResult {
+    let arch = kernel_arch(&args.kernel, args.arch)?;
     let kind = reproducer_kind(&args.repro, args.kind.as_deref())?;
     let text = std::fs::read_to_string(&args.repro).map_err(|source| Error::Io { path: args.repro.clone(), source })?;
     let mut reproducer = Reproducer::c(text);
@@ -223,12 +228,14 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
     reproducer.syzkaller_commit = args.syzkaller_commit.clone();
 
     let data = common.data_dir();
-    let mut builder = QemuRunner::builder().accel(args.accel).work_dir(data.join("tmp"));
+    // This process's scratch space (initramfs, disks, QMP sockets): removed
+    // when the process ends, however it ends.
+    let scratch = kgym::proc::RemoveOnExit::unique_in(&data.join("tmp"), "reproduce-")?;
+    let mut builder = QemuRunner::builder().accel(args.accel).work_dir(scratch.path());
     if let Some(dir) = &args.syzkaller {
         builder = builder.syzkaller_dir(dir);
     }
     let runner = builder.build()?;
-    let arch = kernel_arch(&args.kernel, args.arch);
     let mut req = RunRequest::new(&args.kernel, reproducer)
         .arch(arch)
         .instances(args.instances)
@@ -248,14 +255,19 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
     }
 
     let ctx = RunContext::new().with_log(Arc::new(StderrSink));
-    let cancel = ctx.cancel.clone();
-    // Ctrl-C stops every VM before exiting.
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.cancel();
+    let signals = super::Signals::install()?;
+    let ctx = ctx.with_cancel(signals.cancel.clone());
+    let out = runner.run(req, &ctx).await;
+    let stopped_by = signals.received().await;
+    drop(scratch);
+    let out = match (out, stopped_by) {
+        (Ok(out), _) => out,
+        (Err(e), Some(signal)) => {
+            eprintln!("error: {} ({})", kgym::core::failure::error_chain(&e), signal.name());
+            return Ok(ExitCode::from(signal.exit_code()));
         }
-    });
-    let out = runner.run(req, &ctx).await?;
+        (Err(e), None) => return Err(e.into()),
+    };
 
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let dir = data.join("reproduce").join(format!("{stamp}-{}", std::process::id()));
@@ -311,11 +323,17 @@ mod tests {
         header[0x202..0x206].copy_from_slice(b"HdrS");
         header[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
         std::fs::write(&kernel, &header).unwrap();
-        assert_eq!(kernel_arch(&kernel, None), Arch::I386, "no XLF_KERNEL_64: a 32-bit kernel");
-        assert_eq!(kernel_arch(&kernel, Some(Arch::X86_64)), Arch::X86_64);
+        assert_eq!(kernel_arch(&kernel, None).unwrap(), Arch::I386, "no XLF_KERNEL_64: a 32-bit kernel");
+        assert_eq!(kernel_arch(&kernel, Some(Arch::X86_64)).unwrap(), Arch::X86_64);
         header[0x236] = 1;
         std::fs::write(&kernel, &header).unwrap();
-        assert_eq!(kernel_arch(&kernel, None), Arch::X86_64);
-        assert_eq!(kernel_arch(&dir.path().join("missing"), None), Arch::X86_64);
+        assert_eq!(kernel_arch(&kernel, None).unwrap(), Arch::X86_64);
+        // No bzImage: refused whatever the arch, saying what it is.
+        let err = kernel_arch(&dir.path().join("missing"), Some(Arch::X86_64)).unwrap_err();
+        assert!(err.to_string().contains("no such file"), "{err}");
+        let err = kernel_arch(dir.path(), None).unwrap_err();
+        assert!(err.to_string().contains("is a directory, not a bzImage"), "{err}");
+        std::fs::write(&kernel, "").unwrap();
+        assert!(kernel_arch(&kernel, None).unwrap_err().to_string().contains("is empty, not a bzImage"));
     }
 }

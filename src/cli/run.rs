@@ -45,10 +45,14 @@ pub fn read_spec(path: &std::path::Path) -> Result<JobSpec, Box<dyn std::error::
 /// Runs the subcommand.
 pub async fn run(args: Args, common: &Common) -> CmdResult {
     let spec = read_spec(&args.job)?;
+    // Installed before anything starts, so a signal never finds the
+    // default action (which would skip the cleanup).
+    let signals = super::Signals::install()?;
     let gym = common.gym().start().await?;
     let sched = gym.scheduler();
     let id = sched.submit(spec).await?;
-    let outcome = follow(sched.as_ref(), id).await;
+    let outcome = follow(sched.as_ref(), id, &signals.cancel).await;
+    let stopped_by = signals.received().await;
     let job = match outcome {
         Ok(job) => job,
         Err(e) => {
@@ -58,14 +62,25 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
     };
     print_job(&gym, &job, args.json).await?;
     gym.shutdown().await;
-    Ok(if job.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(match stopped_by {
+        Some(signal) => ExitCode::from(signal.exit_code()),
+        None if job.succeeded() => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
+    })
 }
 
-/// Shows the job's progress until it ends; ctrl-c aborts the job.
-async fn follow(sched: &dyn Scheduler, id: kgym::core::JobId) -> Result<Job, Box<dyn std::error::Error + Send + Sync>> {
+/// Shows the job's progress until it ends; ctrl-c, SIGTERM and SIGHUP
+/// abort the job (its running stage is cancelled: make or QEMU stopped,
+/// scratch removed) and the command waits for that to finish.
+async fn follow(
+    sched: &dyn Scheduler,
+    id: kgym::core::JobId,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Job, Box<dyn std::error::Error + Send + Sync>> {
     let job = sched.get(id).await?;
     let mut progress = JobProgress::new(&job);
     let mut events = sched.watch(id).await?;
+    let mut stopping = false;
     loop {
         tokio::select! {
             ev = events.next() => match ev {
@@ -82,7 +97,8 @@ async fn follow(sched: &dyn Scheduler, id: kgym::core::JobId) -> Result<Job, Box
                 }
                 None => break,
             },
-            _ = tokio::signal::ctrl_c() => {
+            () = stop.cancelled(), if !stopping => {
+                stopping = true;
                 progress.message("interrupted: aborting the job");
                 let _ = sched.abort(id).await;
             }

@@ -1,5 +1,5 @@
 //! `kgym serve`: the embedded gym (scheduler + local workers) behind the
-//! HTTP API, until SIGTERM/ctrl-c.
+//! HTTP API, until SIGTERM, SIGHUP or ctrl-c.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -25,6 +25,9 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub async fn run(args: Args, common: &Common) -> CmdResult {
+    // Installed before the gym starts: a signal during the start is seen
+    // too (not the default action, which would skip the shutdown).
+    let signals = super::Signals::install()?;
     let gym = common
         .gym()
         .build_slots(args.build_slots)
@@ -37,6 +40,9 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
         gym.http_url().unwrap_or_default(),
         gym.data_dir().display()
     );
-    gym.run_until_signal().await?;
+    signals.cancel.cancelled().await;
+    let name = signals.received().await.map_or("signal", |s| s.name());
+    eprintln!("kgym: {name}: stopping (running stages are handed back)");
+    gym.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -48,12 +48,66 @@ pub struct FunctionChange {
     pub after: Option<u32>,
 }
 
+/// What a touched file is to the build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FileKind {
+    /// A C or assembly file.
+    Source,
+    /// A header.
+    Header,
+    /// Anything else (Makefile, Kconfig, linker script, ...): checking it
+    /// takes a full (incremental) build of the kernel.
+    Other,
+}
+
+/// What happened to a touched file in the check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FileOutcome {
+    /// Compiled: the objects built from it were rebuilt without error (for
+    /// an [`FileKind::Other`] file: the kernel was rebuilt without error).
+    Compiled,
+    /// Nothing built in this config reads it — a C file the config does not
+    /// build, a header no built object includes, a new file nothing names —
+    /// so nothing was compiled for it.
+    NotBuilt,
+    /// The build of what depends on it failed.
+    Failed,
+    /// The patch did not apply: nothing was built.
+    NotChecked,
+}
+
+/// The check of one file a patch touches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCheck {
+    /// The file, as the patch names it (`kernel/sys.c`).
+    pub file: String,
+    /// What it is to the build.
+    pub kind: FileKind,
+    /// The patch creates it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new: bool,
+    /// The objects built from it, which the check rebuilt (relative to the
+    /// build tree): a source file's own object (or the object that
+    /// `#include`s it), the objects that include a header — as kbuild's
+    /// dependency files record them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
+    /// What happened.
+    pub outcome: FileOutcome,
+}
+
 /// The verdict on one candidate patch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PatchVerdict {
     /// The patch applied cleanly.
     pub applies: bool,
-    /// The touched objects compiled.
+    /// Something the patch touches was compiled, without error. `false`
+    /// when nothing it touches is built in this config (see
+    /// [`file_checks`](Self::file_checks) and `error`).
     pub compiles: bool,
     /// Why it did not apply or compile (git's or the compiler's words).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +117,10 @@ pub struct PatchVerdict {
     /// Functions whose code changed (added, removed, or a different
     /// instruction sequence).
     pub functions: Vec<FunctionChange>,
+    /// What the check did with each touched file, in the order of
+    /// [`files`](Self::files) (absent in results of older workers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_checks: Vec<FileCheck>,
     /// Seconds spent on this patch.
     pub seconds: f64,
 }
@@ -72,4 +130,32 @@ pub struct PatchVerdict {
 pub struct PatchCheckResult {
     /// Verdicts in patch order.
     pub verdicts: Vec<PatchVerdict>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_checks_are_additive() {
+        // A verdict of a worker without file checks still reads.
+        let old = r#"{"applies":true,"compiles":true,"files":["kernel/sys.c"],"functions":[],"seconds":1.5}"#;
+        let v: PatchVerdict = serde_json::from_str(old).unwrap();
+        assert!(v.file_checks.is_empty());
+        let check = FileCheck {
+            file: "include/linux/x.h".into(),
+            kind: FileKind::Header,
+            new: false,
+            objects: vec!["kernel/sys.o".into()],
+            outcome: FileOutcome::Compiled,
+        };
+        let json = serde_json::to_value(&check).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"file": "include/linux/x.h", "kind": "header", "objects": ["kernel/sys.o"], "outcome": "compiled"})
+        );
+        let new_file = FileCheck { new: true, objects: vec![], outcome: FileOutcome::NotBuilt, ..check };
+        assert_eq!(serde_json::to_value(&new_file).unwrap()["new"], true);
+        assert_eq!(serde_json::to_value(&new_file).unwrap()["outcome"], "not_built");
+    }
 }

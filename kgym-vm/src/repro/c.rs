@@ -30,7 +30,7 @@ pub async fn compile(cc: &Path, text: &str, arch: Arch, dir: &Path, cancel: &Can
     let source = dir.join("repro.c");
     let output = dir.join("repro");
     tokio::fs::write(&source, text).await.map_err(Error::io(&source))?;
-    let mut cmd = process::command(cc);
+    let mut cmd = process::tree_command(cc);
     cmd.args(compile_args(arch, &source, &output)).current_dir(dir);
     let program = cc.display().to_string();
     let out = process::run_captured(cmd, &program, COMPILE_TIMEOUT, cancel).await?;

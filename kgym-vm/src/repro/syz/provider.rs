@@ -261,7 +261,7 @@ impl SyzkallerProvider {
     }
 
     fn git_in_repo(&self, git: &Path) -> Command {
-        let mut cmd = process::command(git);
+        let mut cmd = process::tree_command(git);
         cmd.arg(format!("--git-dir={}", self.repo().display()));
         cmd
     }
@@ -278,7 +278,7 @@ impl SyzkallerProvider {
             if partial.exists() {
                 std::fs::remove_dir_all(&partial).map_err(Error::io(&partial))?;
             }
-            let mut cmd = process::command(git);
+            let mut cmd = process::tree_command(git);
             cmd.args(["clone", "--bare", "--quiet", &self.repo_url]).arg(&partial);
             process::run_checked(cmd, "git clone", GIT_REMOTE_TIMEOUT, cancel).await?;
             std::fs::rename(&partial, &repo).map_err(Error::io(&repo))?;
@@ -326,10 +326,10 @@ impl SyzkallerProvider {
     /// so syzkaller's Makefile finds the git revision it stamps into the
     /// binaries.
     async fn checkout(&self, git: &Path, hash: &str, tree: &Path, cancel: &CancellationToken) -> Result<()> {
-        let mut cmd = process::command(git);
+        let mut cmd = process::tree_command(git);
         cmd.args(["clone", "--quiet", "--shared", "--no-checkout"]).arg(self.repo()).arg(tree);
         process::run_checked(cmd, "git clone --shared", GIT_LOCAL_TIMEOUT, cancel).await?;
-        let mut cmd = process::command(git);
+        let mut cmd = process::tree_command(git);
         cmd.arg("-C").arg(tree).args(["checkout", "--quiet", "--detach", hash]);
         process::run_checked(cmd, "git checkout", GIT_LOCAL_TIMEOUT, cancel).await?;
         Ok(())
@@ -344,7 +344,7 @@ impl SyzkallerProvider {
         tree: &Path,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let mut cmd = process::command(make);
+        let mut cmd = process::tree_command(make);
         cmd.current_dir(tree).arg(format!("TARGETARCH={}", syz_arch(arch))).args(["execprog", "executor"]);
         cmd.envs(self.build_env.iter().map(|(k, v)| (k, v)));
         let path = self

@@ -1,6 +1,9 @@
 //! Cross-process exclusive file locks (`flock` through `fs4`): concurrent
-//! builds — in one process or many — of the same warm tree, repository or
-//! tarball take turns.
+//! users of one warm tree, repository or cache entry — in one process or
+//! many — take turns. The kernel releases an `flock` lock when the last
+//! descriptor of its open file closes, so a holder that dies (even by
+//! SIGKILL) never leaves a lock behind; descriptors are opened close-on-exec,
+//! so a child process never inherits (and keeps) the lock.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -10,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
-/// An exclusive lock on a file, released on drop (also when the process
-/// dies: the kernel drops `flock` locks with the last descriptor).
+/// An exclusive lock on a file, released on drop (and when the process
+/// dies).
 #[derive(Debug)]
 pub struct FileLock {
     _file: File,
@@ -25,7 +28,7 @@ impl FileLock {
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// use kgym_build::FileLock;
+    /// use kgym_proc::FileLock;
     /// let dir = tempfile::tempdir().unwrap();
     /// let path = dir.path().join("tree.lock");
     /// let held = FileLock::acquire(&path, &Default::default()).await.unwrap();
@@ -35,6 +38,9 @@ impl FileLock {
     /// # });
     /// ```
     pub async fn acquire(path: &Path, cancel: &CancellationToken) -> Result<Self> {
+        if let Some(held) = Self::try_acquire(path)? {
+            return Ok(held);
+        }
         let file = open(path)?;
         let owned = path.to_owned();
         let wait = tokio::task::spawn_blocking(move || file.lock_exclusive().map(|()| file));
@@ -46,7 +52,7 @@ impl FileLock {
                 Ok(Self { _file: file, path: owned })
             }
             // The blocking waiter gets the lock eventually and drops it at once.
-            () = cancel.cancelled() => Err(Error::Cancelled { phase: format!("waiting for lock {}", owned.display()) }),
+            () = cancel.cancelled() => Err(Error::Cancelled { what: format!("waiting for lock {}", owned.display()) }),
         }
     }
 
@@ -107,5 +113,26 @@ mod tests {
         let err = FileLock::acquire(&path, &cancelled).await.unwrap_err();
         assert!(matches!(err, Error::Cancelled { .. }), "{err}");
         drop(second);
+    }
+
+    #[test]
+    fn a_child_process_does_not_inherit_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = FileLock::acquire_blocking(&path).unwrap();
+        // A child that outlives the holder's release must not keep the lock.
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        drop(held);
+        // Other tests of this process fork too: a child of theirs holds a
+        // copy of every descriptor until its exec, a few ms.
+        let started = std::time::Instant::now();
+        let mut again = FileLock::try_acquire(&path).unwrap();
+        while again.is_none() && started.elapsed() < std::time::Duration::from_secs(2) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            again = FileLock::try_acquire(&path).unwrap();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(again.is_some(), "the child process kept the lock");
     }
 }
