@@ -39,7 +39,7 @@ pub fn arch_from_header(head: &[u8]) -> Option<Arch> {
 ///
 /// ```no_run
 /// use kgym_core::stage::build::Arch;
-/// let arch = kgym_vm::bzimage::detect_arch("bzImage".as_ref())?.unwrap_or(Arch::X86_64);
+/// let arch = kgym_vm::detect_arch("bzImage".as_ref())?.unwrap_or(Arch::X86_64);
 /// # Ok::<(), kgym_vm::Error>(())
 /// ```
 pub fn detect_arch(path: &Path) -> Result<Option<Arch>> {

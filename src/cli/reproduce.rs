@@ -10,7 +10,7 @@ use kgym_core::LogSink;
 use kgym_core::MachineSpec;
 use kgym_core::stage::build::Arch;
 use kgym_core::stage::reproduce::{CrashKind, ImageAbility, Reproducer, ReproducerKind, StopPolicy};
-use kgym_vm::accel::AccelMode;
+use kgym_vm::AccelMode;
 use kgym_vm::outcome::BootRecord;
 use kgym_vm::{DiskImage, QemuRunner, RunContext, RunOutput, RunRequest, UserspaceSpec, VmRunner};
 use serde::Serialize;
@@ -78,7 +78,7 @@ pub struct Args {
 /// `--arch`, else what the bzImage's boot header says, else x86_64 (an
 /// unreadable kernel is reported by the run itself).
 fn kernel_arch(kernel: &Path, explicit: Option<Arch>) -> Arch {
-    explicit.unwrap_or_else(|| kgym_vm::bzimage::boot_arch(kernel))
+    explicit.unwrap_or_else(|| kgym_vm::boot_arch(kernel))
 }
 
 fn parse_policy(s: &str) -> Result<StopPolicy, String> {
