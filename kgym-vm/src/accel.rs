@@ -360,9 +360,11 @@ pub(crate) async fn gather(spec: &ProbeSpec, cancel: &CancellationToken) -> Resu
     Ok(judge(&e).unwrap_or_else(|| unreachable!("all evidence is in")))
 }
 
-/// Decisions remembered by this process: (host key, disk cache) → decision.
-static PROCESS_CACHE: LazyLock<tokio::sync::Mutex<HashMap<(String, Option<PathBuf>), AccelDecision>>> =
-    LazyLock::new(Default::default);
+/// Which remembered decision: the host key and the disk cache it goes with.
+type CacheKey = (String, Option<PathBuf>);
+
+/// Decisions remembered by this process.
+static PROCESS_CACHE: LazyLock<tokio::sync::Mutex<HashMap<CacheKey, AccelDecision>>> = LazyLock::new(Default::default);
 
 /// How long a decision on disk stays valid.
 const DISK_TTL: Duration = Duration::from_secs(24 * 3600);

@@ -128,10 +128,7 @@ async fn boot_once(
         vm.keep_last_output().await;
     }
     vm.cleanup().await;
-    let (ending, _) = match watched {
-        Ok(w) => w,
-        Err(e) => return Err(e),
-    };
+    let (ending, _) = watched?;
     tracing::debug!(
         instance,
         run,
@@ -316,7 +313,7 @@ async fn watch_boot(
             _ = tick.tick() => {
                 match vm.watch.tick(Instant::now(), sig.deadline, sig.stop.is_cancelled()) {
                     Tick::Continue => {}
-                    Tick::End(ending) => return Ok((ending, false)),
+                    Tick::End(ending) => return Ok((*ending, false)),
                     Tick::CheckStatus => ask_status(vm),
                 }
             }

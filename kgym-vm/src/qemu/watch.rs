@@ -52,7 +52,7 @@ pub(crate) enum Tick {
     /// The console has been quiet: ask QEMU whether the guest runs.
     CheckStatus,
     /// The boot is over.
-    End(Ending),
+    End(Box<Ending>),
 }
 
 /// What a `query-status` answer means for the boot.
@@ -274,7 +274,7 @@ impl Watch {
         let t = self.timeouts;
         // QEMU said the VM is going away: what the console had by now is all.
         if self.going_away.is_some_and(|g| now - g >= GOING_AWAY_GRACE) {
-            return Tick::End(self.closed(now));
+            return Tick::End(Box::new(self.closed(now)));
         }
         if self.parser.in_report() {
             // A report is being printed: give it time, whatever else fires.
@@ -282,18 +282,18 @@ impl Watch {
                 return Tick::Continue;
             }
             if let Some(r) = self.parser.finish() {
-                return Tick::End(self.classify(r, now));
+                return Tick::End(Box::new(self.classify(r, now)));
             }
         }
         if now >= deadline {
-            return Tick::End(Ending { end: BootEnd::BudgetEnded, report: None, known_at: now });
+            return Tick::End(Box::new(Ending { end: BootEnd::BudgetEnded, report: None, known_at: now }));
         }
         if stopped {
-            return Tick::End(Ending { end: BootEnd::Stopped, report: None, known_at: now });
+            return Tick::End(Box::new(Ending { end: BootEnd::Stopped, report: None, known_at: now }));
         }
         let Some(up) = self.userspace_at else {
             if now - self.boot_start >= t.boot {
-                return Tick::End(self.special(SpecialCrash::DidNotBoot, now));
+                return Tick::End(Box::new(self.special(SpecialCrash::DidNotBoot, now)));
             }
             return self.status_check_due(now);
         };
@@ -302,10 +302,10 @@ impl Watch {
             Liveness::ExecutionLines => self.last_exec,
         };
         if now - alive.max(up) >= self.no_output {
-            return Tick::End(self.special(SpecialCrash::NoOutput, now));
+            return Tick::End(Box::new(self.special(SpecialCrash::NoOutput, now)));
         }
         if self.session_ended.is_some_and(|e| now - e >= t.lost_connection_grace) {
-            return Tick::End(self.special(SpecialCrash::LostConnection, now));
+            return Tick::End(Box::new(self.special(SpecialCrash::LostConnection, now)));
         }
         self.status_check_due(now)
     }
