@@ -12,9 +12,13 @@ CONFIG_PROC_FS=y
 CONFIG_SYSFS=y
 CONFIG_DEVTMPFS=y
 CONFIG_DEVTMPFS_MOUNT=y
+CONFIG_SHMEM=y
 CONFIG_TMPFS=y
 CONFIG_FUTEX=y
 CONFIG_EPOLL=y
+# syz-execprog is a Go program: Go's runtime needs eventfd (with epoll) for
+# its poller and dies without it ("runtime: eventfd failed with 38").
+CONFIG_EVENTFD=y
 CONFIG_MULTIUSER=y
 CONFIG_MAGIC_SYSRQ=y
 CONFIG_KALLSYMS=y

@@ -1,12 +1,23 @@
-//! Choosing KVM or TCG.
+//! Choosing KVM or TCG, from evidence that separates the host from the
+//! kernel.
 //!
 //! `/dev/kvm` existing is not enough: on some hosts (nested virtualization,
-//! missing CPU features) a KVM guest hangs without printing a byte. So in
-//! [`AccelMode::Auto`] a short real boot decides: the run's kernel is booted
-//! under `-accel kvm` with a two-line init that prints a marker; if the marker
-//! does not appear within the probe timeout, TCG is used. The answer is
-//! cached per process and, optionally, on disk (keyed by the QEMU binary and
-//! the host kernel, valid for a day), so the probe costs once.
+//! missing CPU features) a KVM guest hangs without printing a byte. And a
+//! kernel that does not boot under KVM says nothing about the host when it
+//! would not boot under TCG either. So in [`AccelMode::Auto`]:
+//!
+//! 1. a guest that needs no kernel (a BIOS boot sector, see
+//!    [`crate::boot_sector`]) runs under KVM: if it prints nothing, KVM
+//!    cannot run guests on this host → TCG, remembered;
+//! 2. the run's kernel boots under KVM with a marker-printing init: if it
+//!    gets there, KVM works → KVM, remembered;
+//! 3. if not, the same kernel boots under TCG: if it gets there, KVM breaks
+//!    Linux guests on this host → TCG, remembered; if it does not, the
+//!    kernel explains the failure → TCG for this run, nothing remembered.
+//!
+//! Remembered decisions are cached per process and, optionally, on disk
+//! (keyed by the QEMU binary and the host kernel, valid for a day). The
+//! decision's reason says which evidence decided and whether it was cached.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +31,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::boot_sector::{AfterMarker, boot_sector};
 use crate::error::{Error, Result};
 use crate::initramfs::CpioWriter;
 use crate::process;
@@ -27,8 +39,10 @@ use crate::process;
 /// How the runner picks the accelerator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum AccelMode {
-    /// KVM when a probe boot works, else TCG.
+    /// KVM when the host runs KVM guests (probed, see the module docs),
+    /// else TCG.
     #[default]
     Auto,
     /// Always KVM (no probe).
@@ -51,7 +65,7 @@ impl FromStr for AccelMode {
 
 /// The state of `/dev/kvm`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvmDevice {
+pub(crate) enum KvmDevice {
     /// No `/dev/kvm`.
     Missing,
     /// It exists but cannot be opened read-write (permissions).
@@ -62,7 +76,7 @@ pub enum KvmDevice {
 
 impl KvmDevice {
     /// Looks at `path` (normally `/dev/kvm`).
-    pub fn check(path: &Path) -> Self {
+    pub(crate) fn check(path: &Path) -> Self {
         match std::fs::OpenOptions::new().read(true).write(true).open(path) {
             Ok(_) => Self::Usable,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::Missing,
@@ -71,88 +85,164 @@ impl KvmDevice {
     }
 }
 
-/// What a KVM probe boot showed.
+/// What one probe boot showed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeResult {
-    /// The guest reached userspace after this long.
+pub(crate) enum ProbeResult {
+    /// The guest printed its marker after this long.
     Booted(Duration),
-    /// No marker within the timeout (the guest hangs under KVM).
-    TimedOut(Duration),
-    /// QEMU refused to start with KVM (its stderr).
-    QemuFailed(String),
+    /// No marker within the limit; `printed` console bytes before it.
+    TimedOut {
+        /// The limit.
+        after: Duration,
+        /// How much the guest printed.
+        printed: usize,
+    },
+    /// QEMU exited without the marker (its first complaint, or what the
+    /// guest printed last).
+    Exited(String),
 }
 
-/// The accelerator chosen and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccelDecision {
-    /// The accelerator.
-    pub accel: Accel,
-    /// Why, for logs and results.
-    pub reason: String,
-}
+impl ProbeResult {
+    fn booted(&self) -> bool {
+        matches!(self, Self::Booted(_))
+    }
 
-/// The decision logic, apart from the probing: `probe` is only consulted in
-/// [`AccelMode::Auto`] with a usable device (and `None` means "not probed").
-pub fn decide(mode: AccelMode, device: &KvmDevice, probe: Option<&ProbeResult>) -> AccelDecision {
-    let d = |accel, reason: String| AccelDecision { accel, reason };
-    match (mode, device, probe) {
-        (AccelMode::Tcg, ..) => d(Accel::Tcg, "TCG requested".into()),
-        (AccelMode::Kvm, ..) => d(Accel::Kvm, "KVM requested".into()),
-        (AccelMode::Auto, KvmDevice::Missing, _) => d(Accel::Tcg, "/dev/kvm does not exist".into()),
-        (AccelMode::Auto, KvmDevice::Inaccessible(e), _) => d(Accel::Tcg, format!("/dev/kvm cannot be opened: {e}")),
-        (AccelMode::Auto, KvmDevice::Usable, None) => d(Accel::Tcg, "KVM was not probed".into()),
-        (AccelMode::Auto, KvmDevice::Usable, Some(ProbeResult::Booted(t))) => {
-            d(Accel::Kvm, format!("a KVM probe guest reached userspace in {:.1}s", t.as_secs_f64()))
-        }
-        (AccelMode::Auto, KvmDevice::Usable, Some(ProbeResult::TimedOut(t))) => {
-            d(Accel::Tcg, format!("a KVM probe guest printed nothing within {}s (KVM hangs here)", t.as_secs()))
-        }
-        (AccelMode::Auto, KvmDevice::Usable, Some(ProbeResult::QemuFailed(e))) => {
-            d(Accel::Tcg, format!("QEMU failed to start with KVM: {e}"))
+    fn describe(&self) -> String {
+        match self {
+            Self::Booted(t) => format!("reached its marker in {:.1}s", t.as_secs_f64()),
+            Self::TimedOut { after, printed: 0 } => format!("printed nothing in {}s", after.as_secs()),
+            Self::TimedOut { after, printed } => {
+                format!("printed {printed} bytes but no marker in {}s", after.as_secs())
+            }
+            Self::Exited(why) => format!("ended without its marker: {why}"),
         }
     }
 }
 
-/// What a probe boots.
-#[derive(Debug, Clone)]
-pub struct ProbeSpec {
-    /// `qemu-system-*`.
-    pub qemu: PathBuf,
-    /// A bootable kernel (the run's own).
-    pub kernel: PathBuf,
-    /// A static busybox for the probe's init.
-    pub busybox: PathBuf,
-    /// How long the guest gets to reach userspace.
-    pub timeout: Duration,
-    /// Where the probe writes its initramfs.
-    pub work_dir: PathBuf,
+/// The accelerator chosen and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AccelDecision {
+    /// The accelerator.
+    pub(crate) accel: Accel,
+    /// Why, for logs and results.
+    pub(crate) reason: String,
 }
 
-const PROBE_MARKER: &str = "KGYM-KVM-PROBE-OK";
+impl AccelDecision {
+    fn new(accel: Accel, reason: impl Into<String>) -> Self {
+        Self { accel, reason: reason.into() }
+    }
+}
 
-/// Boots `spec.kernel` under KVM with a marker-printing init.
-pub async fn probe_kvm(spec: &ProbeSpec, cancel: &CancellationToken) -> Result<ProbeResult> {
-    let busybox = std::fs::read(&spec.busybox).map_err(Error::io(&spec.busybox))?;
-    let mut w = CpioWriter::new();
-    w.dir("/bin", 0o755).dir("/dev", 0o755).dir("/proc", 0o755);
-    w.char_device("/dev/console", 0o600, 5, 1);
-    w.file("/bin/busybox", 0o755, &busybox);
-    let init = format!("#!/bin/busybox sh\necho {PROBE_MARKER}\n/bin/busybox poweroff -f\n");
-    w.file("/init", 0o755, init.as_bytes());
-    let dir =
-        tempfile::Builder::new().prefix("kvm-probe-").tempdir_in(&spec.work_dir).map_err(Error::io(&spec.work_dir))?;
-    let initrd = dir.path().join("probe.cpio");
-    std::fs::write(&initrd, w.finish()).map_err(Error::io(&initrd))?;
+/// The probes of [`AccelMode::Auto`], as far as they went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Evidence {
+    /// The boot sector under KVM.
+    pub(crate) host: Option<ProbeResult>,
+    /// The run's kernel under KVM.
+    pub(crate) kernel_kvm: Option<ProbeResult>,
+    /// The run's kernel under TCG.
+    pub(crate) kernel_tcg: Option<ProbeResult>,
+}
 
-    let mut cmd = process::command(&spec.qemu);
-    cmd.args(["-accel", "kvm", "-cpu", "host,migratable=off", "-m", "256", "-smp", "1"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&spec.kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"]);
-    let program = spec.qemu.display().to_string();
+/// Whether a decision may be remembered for other runs (other kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Remember {
+    /// It says something about the host.
+    Yes,
+    /// It says something about this kernel only.
+    No,
+}
+
+/// What the evidence decides; [`None`] while it needs the next probe.
+pub(crate) fn judge(e: &Evidence) -> Option<(AccelDecision, Remember)> {
+    let host = e.host.as_ref()?;
+    if !host.booted() {
+        let why = format!("KVM cannot run a guest on this host: a boot sector under KVM {}", host.describe());
+        return Some((AccelDecision::new(Accel::Tcg, why), Remember::Yes));
+    }
+    let kvm = e.kernel_kvm.as_ref()?;
+    if kvm.booted() {
+        let why = format!("a boot sector and the run's kernel ran under KVM (the kernel {})", kvm.describe());
+        return Some((AccelDecision::new(Accel::Kvm, why), Remember::Yes));
+    }
+    let tcg = e.kernel_tcg.as_ref()?;
+    Some(if tcg.booted() {
+        let why = format!(
+            "KVM breaks Linux guests on this host: the run's kernel {} under TCG but under KVM {}",
+            tcg.describe(),
+            kvm.describe()
+        );
+        (AccelDecision::new(Accel::Tcg, why), Remember::Yes)
+    } else {
+        let why = format!(
+            "the run's kernel booted neither under KVM ({}) nor under TCG ({}): that is the kernel's doing, \
+             so nothing is remembered about this host",
+            kvm.describe(),
+            tcg.describe()
+        );
+        (AccelDecision::new(Accel::Tcg, why), Remember::No)
+    })
+}
+
+/// What the probes boot.
+#[derive(Debug, Clone)]
+pub(crate) struct ProbeSpec {
+    /// `qemu-system-*`.
+    pub(crate) qemu: PathBuf,
+    /// The run's kernel.
+    pub(crate) kernel: PathBuf,
+    /// A static busybox for the kernel probe's init; without one only the
+    /// host probe runs.
+    pub(crate) busybox: Option<PathBuf>,
+    /// How long a guest gets under KVM (a working KVM boots these in well
+    /// under a second).
+    pub(crate) kvm_timeout: Duration,
+    /// How long the kernel gets under TCG.
+    pub(crate) tcg_timeout: Duration,
+    /// Where the probes write their files.
+    pub(crate) work_dir: PathBuf,
+}
+
+const PROBE_MARKER: &str = "KGYM-ACCEL-PROBE-OK";
+
+/// What a probe guest boots from.
+enum ProbeGuest<'a> {
+    /// The boot sector, from a floppy image.
+    BootSector(&'a Path),
+    /// A kernel and an initramfs whose init prints the marker.
+    Kernel { kernel: &'a Path, initrd: &'a Path },
+}
+
+/// Boots `guest` under `accel` until it prints [`PROBE_MARKER`], QEMU
+/// exits, or `timeout` passes.
+async fn probe(
+    qemu: &Path,
+    accel: Accel,
+    guest: ProbeGuest<'_>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<ProbeResult> {
+    let mut cmd = process::command(qemu);
+    match accel {
+        Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host,migratable=off"]),
+        Accel::Tcg | Accel::Cloud => cmd.args(["-accel", "tcg"]),
+    };
+    cmd.args(["-m", "256", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none"]).args([
+        "-serial",
+        "stdio",
+        "-no-reboot",
+    ]);
+    match guest {
+        ProbeGuest::BootSector(image) => {
+            cmd.arg("-drive").arg(format!("file={},format=raw,if=floppy,readonly=on", image.display()));
+        }
+        ProbeGuest::Kernel { kernel, initrd } => {
+            cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
+            cmd.args(["-append", "console=ttyS0 earlyprintk=serial panic=-1"]);
+        }
+    }
+    let program = qemu.display().to_string();
     let (mut child, mut guard) = process::spawn_piped(&mut cmd, &program)?;
     let mut stdout = child
         .stdout
@@ -165,16 +255,18 @@ pub async fn probe_kvm(spec: &ProbeSpec, cancel: &CancellationToken) -> Result<P
         tokio::select! {
             n = stdout.read(&mut buf) => match n {
                 Ok(0) | Err(_) => {
-                    // QEMU exited: either the probe powered off (marker
-                    // seen) or QEMU refused KVM.
                     if contains(&seen, PROBE_MARKER) {
                         break ProbeResult::Booted(started.elapsed());
                     }
                     let out = child.wait_with_output().await.map_err(|source| Error::Spawn { program: program.clone(), source })?;
-                    // One line: QEMU's first complaint is the cause.
-                    let tail = process::output_tail(&out, 5);
-                    let first = tail.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output");
-                    break ProbeResult::QemuFailed(first.to_owned());
+                    // One line: QEMU's first complaint is the cause; else
+                    // the guest's last words.
+                    let stderr = process::output_tail(&out, 5);
+                    let console = String::from_utf8_lossy(&seen).into_owned();
+                    let why = first_line(&stderr)
+                        .or_else(|| console.lines().rev().map(str::trim).find(|l| !l.is_empty()))
+                        .unwrap_or("no output");
+                    break ProbeResult::Exited(why.to_owned());
                 }
                 Ok(n) => {
                     seen.extend_from_slice(&buf[..n]);
@@ -183,7 +275,9 @@ pub async fn probe_kvm(spec: &ProbeSpec, cancel: &CancellationToken) -> Result<P
                     }
                 }
             },
-            () = tokio::time::sleep_until((started + spec.timeout).into()) => break ProbeResult::TimedOut(spec.timeout),
+            () = tokio::time::sleep_until((started + timeout).into()) => {
+                break ProbeResult::TimedOut { after: timeout, printed: seen.len() };
+            }
             () = cancel.cancelled() => {
                 guard.kill();
                 return Err(Error::Cancelled);
@@ -194,11 +288,83 @@ pub async fn probe_kvm(spec: &ProbeSpec, cancel: &CancellationToken) -> Result<P
     Ok(result)
 }
 
+fn first_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).find(|l| !l.is_empty())
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-static PROCESS_CACHE: LazyLock<tokio::sync::Mutex<HashMap<String, AccelDecision>>> = LazyLock::new(Default::default);
+/// Can KVM run a guest on this host at all: the boot sector under KVM.
+pub(crate) async fn probe_host(
+    qemu: &Path,
+    dir: &Path,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<ProbeResult> {
+    let image = dir.join("probe-sector.img");
+    std::fs::write(&image, boot_sector(PROBE_MARKER, AfterMarker::Halt)).map_err(Error::io(&image))?;
+    probe(qemu, Accel::Kvm, ProbeGuest::BootSector(&image), timeout, cancel).await
+}
+
+/// Does the run's kernel reach userspace under `accel`.
+pub(crate) async fn probe_kernel(
+    spec: &ProbeSpec,
+    busybox: &Path,
+    accel: Accel,
+    cancel: &CancellationToken,
+) -> Result<ProbeResult> {
+    let initrd = spec.work_dir.join("probe.cpio");
+    if !initrd.is_file() {
+        let busybox_bytes = std::fs::read(busybox).map_err(Error::io(busybox))?;
+        let mut w = CpioWriter::new();
+        w.dir("/bin", 0o755).dir("/dev", 0o755).dir("/proc", 0o755);
+        w.char_device("/dev/console", 0o600, 5, 1);
+        w.file("/bin/busybox", 0o755, &busybox_bytes);
+        let init = format!("#!/bin/busybox sh\necho {PROBE_MARKER}\n/bin/busybox poweroff -f\n");
+        w.file("/init", 0o755, init.as_bytes());
+        std::fs::write(&initrd, w.finish()).map_err(Error::io(&initrd))?;
+    }
+    let timeout = if accel == Accel::Kvm { spec.kvm_timeout } else { spec.tcg_timeout };
+    let guest = ProbeGuest::Kernel { kernel: &spec.kernel, initrd: &initrd };
+    probe(&spec.qemu, accel, guest, timeout, cancel).await
+}
+
+/// Runs the probes the evidence still needs, in order, until [`judge`]
+/// decides; without a busybox the kernel probes cannot run, and then a
+/// working KVM gives TCG for this run only.
+pub(crate) async fn gather(spec: &ProbeSpec, cancel: &CancellationToken) -> Result<(AccelDecision, Remember)> {
+    let dir = tempfile::Builder::new()
+        .prefix("accel-probe-")
+        .tempdir_in(&spec.work_dir)
+        .map_err(Error::io(&spec.work_dir))?;
+    let spec = ProbeSpec { work_dir: dir.path().to_owned(), ..spec.clone() };
+    let mut e = Evidence {
+        host: Some(probe_host(&spec.qemu, dir.path(), spec.kvm_timeout, cancel).await?),
+        ..Default::default()
+    };
+    if let Some(done) = judge(&e) {
+        return Ok(done);
+    }
+    let Some(busybox) = spec.busybox.clone() else {
+        let why = "KVM runs a boot sector here, but without a static busybox no Linux guest could be probed: \
+                   TCG for this run, nothing remembered";
+        return Ok((AccelDecision::new(Accel::Tcg, why), Remember::No));
+    };
+    e.kernel_kvm = Some(probe_kernel(&spec, &busybox, Accel::Kvm, cancel).await?);
+    if let Some(done) = judge(&e) {
+        return Ok(done);
+    }
+    e.kernel_tcg = Some(probe_kernel(&spec, &busybox, Accel::Tcg, cancel).await?);
+    Ok(judge(&e).unwrap_or_else(|| unreachable!("all evidence is in")))
+}
+
+/// Which remembered decision: the host key and the disk cache it goes with.
+type CacheKey = (String, Option<PathBuf>);
+
+/// Decisions remembered by this process.
+static PROCESS_CACHE: LazyLock<tokio::sync::Mutex<HashMap<CacheKey, AccelDecision>>> = LazyLock::new(Default::default);
 
 /// How long a decision on disk stays valid.
 const DISK_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -253,88 +419,49 @@ fn write_disk(path: &Path, key: &str, decision: &AccelDecision) {
     }
 }
 
-/// Picks the accelerator for `spec.qemu`: from the process cache, the disk
-/// cache (`disk_cache`), or a probe boot.
-pub async fn resolve(
+/// Picks the accelerator for a run: the mode when it is not `Auto`, else a
+/// remembered decision (this process, then `disk_cache`), else the probes.
+pub(crate) async fn resolve(
     mode: AccelMode,
     spec: &ProbeSpec,
     disk_cache: Option<&Path>,
     cancel: &CancellationToken,
 ) -> Result<AccelDecision> {
-    if mode != AccelMode::Auto {
-        return Ok(decide(mode, &KvmDevice::Usable, None));
+    match mode {
+        AccelMode::Tcg => return Ok(AccelDecision::new(Accel::Tcg, "TCG requested")),
+        AccelMode::Kvm => return Ok(AccelDecision::new(Accel::Kvm, "KVM requested")),
+        AccelMode::Auto => {}
     }
-    let device = KvmDevice::check(Path::new("/dev/kvm"));
-    if device != KvmDevice::Usable {
-        return Ok(decide(mode, &device, None));
+    match KvmDevice::check(Path::new("/dev/kvm")) {
+        KvmDevice::Usable => {}
+        KvmDevice::Missing => return Ok(AccelDecision::new(Accel::Tcg, "/dev/kvm does not exist")),
+        KvmDevice::Inaccessible(e) => {
+            return Ok(AccelDecision::new(Accel::Tcg, format!("/dev/kvm cannot be opened: {e}")));
+        }
     }
-    let key = cache_key(&spec.qemu);
-    // Held across the probe: concurrent runs wait for one probe.
+    let key = (cache_key(&spec.qemu), disk_cache.map(Path::to_owned));
+    // Held across the probes: concurrent runs wait for one probe.
     let mut cache = PROCESS_CACHE.lock().await;
     if let Some(d) = cache.get(&key) {
         return Ok(d.clone());
     }
-    if let Some(d) = disk_cache.and_then(|p| read_disk(p, &key)) {
+    if let Some(d) = disk_cache.and_then(|p| read_disk(p, &key.0)) {
         tracing::debug!(reason = %d.reason, "accelerator from the disk cache");
+        let d = AccelDecision::new(d.accel, format!("{} (remembered)", d.reason.trim_end_matches(" (remembered)")));
         cache.insert(key, d.clone());
         return Ok(d);
     }
-    let span = tracing::info_span!("kvm_probe", qemu = %spec.qemu.display());
-    let probe = probe_kvm(spec, cancel).instrument(span).await?;
-    let decision = decide(mode, &device, Some(&probe));
-    tracing::debug!(accel = ?decision.accel, reason = %decision.reason, "accelerator chosen");
-    if let Some(p) = disk_cache {
-        write_disk(p, &key, &decision);
+    let span = tracing::info_span!("accel_probe", qemu = %spec.qemu.display());
+    let (decision, remember) = gather(spec, cancel).instrument(span).await?;
+    tracing::debug!(accel = ?decision.accel, reason = %decision.reason, ?remember, "accelerator chosen");
+    if remember == Remember::Yes {
+        if let Some(p) = disk_cache {
+            write_disk(p, &key.0, &decision);
+        }
+        cache.insert(key, decision.clone());
     }
-    cache.insert(key, decision.clone());
     Ok(decision)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forced_modes_skip_the_probe() {
-        assert_eq!(decide(AccelMode::Tcg, &KvmDevice::Usable, None).accel, Accel::Tcg);
-        assert_eq!(decide(AccelMode::Kvm, &KvmDevice::Missing, None).accel, Accel::Kvm);
-    }
-
-    #[test]
-    fn auto_needs_a_device_and_a_successful_probe() {
-        assert_eq!(decide(AccelMode::Auto, &KvmDevice::Missing, None).accel, Accel::Tcg);
-        let perm = decide(AccelMode::Auto, &KvmDevice::Inaccessible("permission denied".into()), None);
-        assert_eq!(perm.accel, Accel::Tcg);
-        assert!(perm.reason.contains("permission denied"));
-        let ok = ProbeResult::Booted(Duration::from_millis(800));
-        assert_eq!(decide(AccelMode::Auto, &KvmDevice::Usable, Some(&ok)).accel, Accel::Kvm);
-        let hang = ProbeResult::TimedOut(Duration::from_secs(10));
-        let d = decide(AccelMode::Auto, &KvmDevice::Usable, Some(&hang));
-        assert_eq!(d.accel, Accel::Tcg);
-        assert!(d.reason.contains("within 10s"), "{}", d.reason);
-        let failed = ProbeResult::QemuFailed("unsupported MSR".into());
-        assert_eq!(decide(AccelMode::Auto, &KvmDevice::Usable, Some(&failed)).accel, Accel::Tcg);
-        assert_eq!(decide(AccelMode::Auto, &KvmDevice::Usable, None).accel, Accel::Tcg);
-    }
-
-    #[test]
-    fn modes_parse() {
-        assert_eq!("KVM".parse::<AccelMode>().unwrap(), AccelMode::Kvm);
-        assert_eq!("auto".parse::<AccelMode>().unwrap(), AccelMode::Auto);
-        assert!("hvf".parse::<AccelMode>().is_err());
-    }
-
-    #[test]
-    fn disk_cache_round_trips_and_expires() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/accel.json");
-        let d = AccelDecision { accel: Accel::Tcg, reason: "probe timed out".into() };
-        write_disk(&path, "k", &d);
-        assert_eq!(read_disk(&path, "k"), Some(d.clone()));
-        assert_eq!(read_disk(&path, "other"), None);
-        let mut cache: DiskCache = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        cache.entries.get_mut("k").unwrap().at_unix -= DISK_TTL.as_secs() + 1;
-        std::fs::write(&path, serde_json::to_vec(&cache).unwrap()).unwrap();
-        assert_eq!(read_disk(&path, "k"), None);
-    }
-}
+mod tests;

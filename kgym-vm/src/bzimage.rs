@@ -26,7 +26,7 @@ const XLF_KERNEL_64: u16 = 1;
 
 /// The architecture of a bzImage from its first bytes; `None` when they are
 /// not a bzImage setup header of protocol 2.12 or later.
-pub fn arch_from_header(head: &[u8]) -> Option<Arch> {
+pub(crate) fn arch_from_header(head: &[u8]) -> Option<Arch> {
     let rd16 = |at: usize| head.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     if head.get(SIGNATURE_AT..SIGNATURE_AT + 4) != Some(b"HdrS") || rd16(VERSION_AT)? < MIN_VERSION {
         return None;
@@ -35,11 +35,14 @@ pub fn arch_from_header(head: &[u8]) -> Option<Arch> {
     Some(if flags & XLF_KERNEL_64 != 0 { Arch::X86_64 } else { Arch::I386 })
 }
 
-/// The architecture of the bzImage at `path` (see [`arch_from_header`]).
+/// The architecture of the bzImage at `path`, from its x86 boot protocol
+/// header: `xloadflags` (offset `0x236`, boot protocol 2.12 and later, i.e.
+/// Linux 3.8+) has bit 0 (`XLF_KERNEL_64`) set exactly for a
+/// `CONFIG_X86_64` kernel. `None` when the file is no such bzImage.
 ///
 /// ```no_run
 /// use kgym_core::stage::build::Arch;
-/// let arch = kgym_vm::bzimage::detect_arch("bzImage".as_ref())?.unwrap_or(Arch::X86_64);
+/// let arch = kgym_vm::detect_arch("bzImage".as_ref())?.unwrap_or(Arch::X86_64);
 /// # Ok::<(), kgym_vm::Error>(())
 /// ```
 pub fn detect_arch(path: &Path) -> Result<Option<Arch>> {
@@ -59,7 +62,7 @@ pub fn detect_arch(path: &Path) -> Result<Option<Arch>> {
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
-/// let err = kgym_vm::bzimage::check_kernel(dir.path()).unwrap_err();
+/// let err = kgym_vm::check_kernel(dir.path()).unwrap_err();
 /// assert!(err.to_string().contains("is a directory, not a bzImage"), "{err}");
 /// ```
 pub fn check_kernel(path: &Path) -> Result<Option<Arch>> {

@@ -1,29 +1,10 @@
 //! The kernel command line: syzkaller's crash-finding defaults plus the
-//! user's additions.
-//!
-//! The defaults are the ones syzkaller's QEMU backend gives every Linux VM
-//! (`vm/qemu/qemu.go`, `linuxCmdline`), so a crash here is reported the way
-//! syzbot reports it:
-//!
-//! | parameter | why |
-//! |---|---|
-//! | `console=ttyS0` | kernel messages and `/dev/console` on the serial port we read |
-//! | `earlyprintk=serial` | output from the very first boot steps (a kernel that dies early still says why) |
-//! | `oops=panic` | an oops ends the run with a complete report instead of a half-alive kernel |
-//! | `nmi_watchdog=panic` | hard lockups become reports |
-//! | `panic_on_warn=1` | `WARNING:`s and KASAN reports panic, as on syzbot |
-//! | `panic=1` | reboot 1 s after a panic; with QEMU's `-no-reboot` the VM exits by itself |
-//! | `ftrace_dump_on_oops=orig_cpu` | the ftrace buffer of the crashing CPU, when tracing is on |
-//! | `vsyscall=native` | old static binaries (reproducers) keep working |
-//! | `net.ifnames=0 biosdevname=0` | the NIC is `eth0` in disk images |
-//!
-//! A user parameter replaces a default of the same name (`panic_on_warn=0`
-//! turns that default off, `console=tty0` moves the console away).
+//! user's additions ([`KernelCmdline`]).
 
 use crate::error::{Error, Result};
 
 /// syzkaller's Linux defaults, without the console (added per machine).
-pub const SYZKALLER_DEFAULTS: &[&str] = &[
+pub(crate) const SYZKALLER_DEFAULTS: &[&str] = &[
     "earlyprintk=serial",
     "oops=panic",
     "nmi_watchdog=panic",
@@ -37,8 +18,27 @@ pub const SYZKALLER_DEFAULTS: &[&str] = &[
 
 /// A kernel command line as an ordered list of parameters.
 ///
+/// The defaults are the ones syzkaller's QEMU backend gives every Linux VM
+/// (`vm/qemu/qemu.go`, `linuxCmdline`), so a crash here is reported the way
+/// syzbot reports it:
+///
+/// | parameter | why |
+/// |---|---|
+/// | `console=ttyS0` | kernel messages and `/dev/console` on the serial port we read |
+/// | `earlyprintk=serial` | output from the very first boot steps (a kernel that dies early still says why) |
+/// | `oops=panic` | an oops ends the run with a complete report instead of a half-alive kernel |
+/// | `nmi_watchdog=panic` | hard lockups become reports |
+/// | `panic_on_warn=1` | `WARNING:`s and KASAN reports panic, as on syzbot |
+/// | `panic=1` | reboot 1 s after a panic; with QEMU's `-no-reboot` the VM exits by itself |
+/// | `ftrace_dump_on_oops=orig_cpu` | the ftrace buffer of the crashing CPU, when tracing is on |
+/// | `vsyscall=native` | old static binaries (reproducers) keep working |
+/// | `net.ifnames=0 biosdevname=0` | the NIC is `eth0` in disk images |
+///
+/// A user parameter replaces a default of the same name (`panic_on_warn=0`
+/// turns that default off, `console=tty0` moves the console away).
+///
 /// ```
-/// use kgym_vm::cmdline::KernelCmdline;
+/// use kgym_vm::KernelCmdline;
 /// let mut c = KernelCmdline::crash_finding();
 /// c.extend_user("panic_on_warn=0 dyndbg=\"file sys.c +p\"").unwrap();
 /// let text = c.render();
@@ -57,7 +57,7 @@ impl KernelCmdline {
         Self::default()
     }
 
-    /// `console=ttyS0` plus [`SYZKALLER_DEFAULTS`].
+    /// `console=ttyS0` plus syzkaller's Linux defaults (the table above).
     pub fn crash_finding() -> Self {
         let mut c = Self::new();
         c.set("console=ttyS0");

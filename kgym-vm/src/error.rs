@@ -98,6 +98,16 @@ pub enum Error {
         /// Its stderr.
         stderr_tail: String,
     },
+    /// QEMU stopped the guest for a reason of its own (QMP status `paused`,
+    /// `internal-error`, `io-error`...): neither a kernel crash nor a hang,
+    /// and the run cannot go on.
+    #[error("keep the VM running: QEMU reports the guest {status}: {stderr_tail}")]
+    VmStopped {
+        /// QEMU's run state.
+        status: String,
+        /// QEMU's stderr (an internal error explains itself there).
+        stderr_tail: String,
+    },
     /// The QMP control socket failed.
     #[error("talk to qemu over QMP at {socket}")]
     Qmp {

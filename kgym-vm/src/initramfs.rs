@@ -18,9 +18,10 @@ use crate::error::{Error, Result};
 /// userspace.
 pub const USERSPACE_MARKER: &str = "KGYM-USERSPACE-READY";
 
-/// Printed before each execution of the reproducer (syzkaller's wording, so
-/// the "not executing programs" watchdog works the same for both kinds).
-pub const EXECUTING_MARKER: &str = "executing program";
+/// Printed by the guest's loop before each run of the reproducer. Not one
+/// of syzkaller's execution lines: a loop restarting a failing program must
+/// not look like a program that executes.
+pub const RUN_MARKER: &str = "running the reproducer";
 
 /// Where `/init` finds the reproducer's files in the initramfs.
 pub const GUEST_DIR: &str = "/kgym";
@@ -76,12 +77,6 @@ pub fn check_busybox(arch: Arch, path: &Path) -> Result<()> {
             need: busybox_need(arch),
         }),
     }
-}
-
-/// A static busybox for an x86_64 guest: `explicit` when given, else the
-/// host's. Same as [`find_busybox_for`]`(Arch::X86_64, explicit)`.
-pub fn find_busybox(explicit: Option<&Path>) -> Result<PathBuf> {
-    find_busybox_for(Arch::X86_64, explicit)
 }
 
 /// A static busybox for an `arch` guest: `explicit` when given (checked
@@ -260,12 +255,15 @@ pub fn init_script(program: &str, pause_secs: u32) -> String {
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo {USERSPACE_MARKER}
 /bin/busybox mount -t tmpfs tmpfs /tmp
+# Loopback, as every distribution brings it up: syz-execprog talks to its
+# executor over TCP on localhost, and reproducers use it too.
+/bin/busybox ifconfig lo 127.0.0.1 up 2>/dev/null
 [ -e /bin/sh ] || /bin/busybox --install -s /bin
 export PATH=/bin:/sbin HOME=/root
 cd {GUEST_DIR}
 n=0
 while true; do
-  echo "kgym: {EXECUTING_MARKER} $n"
+  echo "kgym: {RUN_MARKER} (run $n)"
   {program}
   echo "kgym: program exited with status $?"
   n=$((n+1))
@@ -328,7 +326,7 @@ mod tests {
         let repro = dir.path().join("r");
         std::fs::write(&repro, b"\x7fELF-ish").unwrap();
         let spec = InitramfsSpec {
-            busybox: find_busybox(None).unwrap(),
+            busybox: find_busybox_for(Arch::X86_64, None).unwrap(),
             files: vec![("kgym-repro".into(), repro)],
             program: "./kgym-repro".into(),
             pause_secs: 1,
@@ -349,7 +347,7 @@ mod tests {
             assert!(elf::is_dynamic(&gcc), "/bin/sh should be dynamic");
         }
         assert!(!elf::is_dynamic(b"#!/bin/sh\n"));
-        if let Ok(bb) = find_busybox(None) {
+        if let Ok(bb) = find_busybox_for(Arch::X86_64, None) {
             assert!(!elf::is_dynamic(&std::fs::read(bb).unwrap()));
         }
     }

@@ -6,15 +6,16 @@
 //!
 //! - [`VmRunner`]: the seam (`run(RunRequest, &RunContext) -> RunOutput`);
 //!   [`QemuRunner`] is the local implementation (direct kernel boot, serial
-//!   console parsed live, QMP control, KVM with automatic TCG fallback).
+//!   console parsed live, QMP for the VM's life, KVM when the host can run
+//!   it, TCG otherwise).
 //! - [`ReproduceWorker`]: any `VmRunner` as the `reproduce` stage of a job.
-//! - Building blocks, one job each: [`accel`] (KVM probe), [`cmdline`]
-//!   (syzkaller's crash-finding kernel parameters), [`initramfs`] (busybox +
-//!   init, newc cpio), [`elf`] and [`bzimage`] (which architecture a guest
-//!   binary or a kernel is for), [`ssh`] (disk images and, later, cloud VMs), [`repro`]
-//!   (C compilation, syzkaller programs), [`outcome`] (ranking, image
-//!   ability), [`symbolize`] (`file:line` from vmlinux), [`report`] (the
-//!   crash report parser, re-exported from `kgym-report`).
+//! - What a run returns: [`RunOutput`], its boots and crash groups
+//!   ([`outcome`]: ranking, kGym's image ability — also for other
+//!   `VmRunner`s), crash reports ([`report`], re-exported from
+//!   `kgym-report`).
+//! - Extension points: [`SyzkallerProvider`] (where `syz-execprog` comes
+//!   from), [`KernelCmdline`] (what every boot's kernel command line
+//!   holds), [`AccelMode`], [`Timeouts`].
 //!
 //! A run that cannot be carried out (bad input, missing tool) is an
 //! [`Error`]; a kernel that crashes, hangs or does not boot is a result.
@@ -33,10 +34,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The pieces work on their own too; this one runs as a doctest:
+//! The verdict logic works on its own too (for another `VmRunner`); this
+//! one runs as a doctest:
 //!
 //! ```
-//! use kgym_vm::cmdline::KernelCmdline;
+//! use kgym_vm::KernelCmdline;
 //! use kgym_vm::outcome::{group_crashes, image_ability, BootEnd, BootRecord, SpecialCrash};
 //! use kgym_core::stage::reproduce::ImageAbility;
 //!
@@ -60,24 +62,30 @@
 //! assert_eq!(image_ability(&boots), ImageAbility::Normal);
 //! ```
 
-pub mod accel;
-pub mod bzimage;
-pub mod cmdline;
-pub mod elf;
+mod accel;
+mod boot_sector;
+mod bzimage;
+mod cmdline;
+mod elf;
 mod error;
-pub mod initramfs;
+mod initramfs;
 pub mod outcome;
-pub mod process;
-pub mod qemu;
-pub mod repro;
+mod process;
+mod qemu;
+mod repro;
 mod runner;
-pub mod ssh;
-pub mod symbolize;
+mod ssh;
+mod symbolize;
 mod worker;
 
 pub use kgym_report as report;
 
+pub use accel::AccelMode;
+pub use bzimage::{boot_arch, check_kernel, detect_arch};
+pub use cmdline::KernelCmdline;
 pub use error::{Error, Result};
+pub use initramfs::BUSYBOX_I386;
 pub use qemu::{QemuRunner, QemuRunnerBuilder, Timeouts};
+pub use repro::syz::{GO_BIN_FALLBACK, SYZKALLER_REPO, SkippedCommit, SyzBinaries, SyzkallerProvider};
 pub use runner::{DiskImage, RunContext, RunOutput, RunRequest, UserspaceSpec, VmRunner};
 pub use worker::{ReproduceWorker, failure_of};

@@ -14,12 +14,16 @@ use crate::runner::RunOutput;
 /// special titles, plus `kernel did not boot`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SpecialCrash {
     /// The console stayed silent for the no-output timeout.
     NoOutput,
     /// The VM or the SSH session went away without a crash report.
     LostConnection,
-    /// The program runner stopped announcing executions.
+    /// kGym's `test machine is not executing programs`. kgym does not
+    /// produce it: syzkaller merged it into `no output from test machine`
+    /// in 2017 (its `vm/vm.go`), and kgym follows syzkaller; kept so older
+    /// results still read.
     NotExecuting,
     /// The kernel never reached userspace (the console tail says why).
     DidNotBoot,
@@ -40,6 +44,7 @@ impl SpecialCrash {
 /// How one boot ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BootEnd {
     /// A kernel crash report.
     Crash {
@@ -75,8 +80,10 @@ pub struct BootRecord {
     pub crash_at: Option<f64>,
     /// How it ended.
     pub end: BootEnd,
-    /// Seconds from the moment the end was known (report complete,
-    /// watchdog, budget) to QEMU being gone.
+    /// Seconds from the moment the end was known to QEMU being gone: for a
+    /// crash report, from the host's read time of the last console line
+    /// the report had (the line that completed it); else from the watchdog,
+    /// budget or QEMU event that ended the boot.
     pub stop_seconds: f64,
     /// The crash report (symbolized when a vmlinux was given), also for a
     /// kernel that panicked before userspace.

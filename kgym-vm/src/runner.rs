@@ -29,6 +29,7 @@ pub trait VmRunner: Send + Sync + fmt::Debug + 'static {
 
 /// The userspace a run boots into, with local files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UserspaceSpec {
     /// A generated busybox initramfs.
     #[default]

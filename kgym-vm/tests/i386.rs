@@ -16,9 +16,11 @@ use common::*;
 use kgym_core::stage::build::Arch;
 use kgym_core::stage::reproduce::{Accel, CrashKind, ImageAbility, Reproducer};
 use kgym_testkit::KernelFiles;
-use kgym_vm::initramfs::{self, BUSYBOX_I386, USERSPACE_MARKER};
 use kgym_vm::outcome::BootEnd;
-use kgym_vm::{Error, RunRequest, VmRunner};
+use kgym_vm::{BUSYBOX_I386, Error, QemuRunner, RunRequest, VmRunner};
+
+/// What the generated init prints when userspace is up.
+const USERSPACE_MARKER: &str = "KGYM-USERSPACE-READY";
 
 /// Says what it runs on (a 32-bit userspace prints `4-byte pointers`),
 /// then crashes the kernel from a second thread (so `-pthread` is used for
@@ -98,7 +100,7 @@ async fn the_minimal_i386_kernel_is_32_bit() {
     // The futex glibc's 32-bit locks wait on (see minimal-boot.frag).
     assert!(config.lines().any(|l| l == "CONFIG_COMPAT_32BIT_TIME=y"), "{}", k.config.display());
     // The boot header says so too: that is how `kgym reproduce` picks the arch.
-    assert_eq!(kgym_vm::bzimage::detect_arch(&k.bzimage).unwrap(), Some(Arch::I386));
+    assert_eq!(kgym_vm::detect_arch(&k.bzimage).unwrap(), Some(Arch::I386));
 }
 
 #[tokio::test]
@@ -173,7 +175,8 @@ async fn a_64_bit_busybox_is_refused_before_qemu_starts() {
     }
     let Some(host_busybox) = kgym_testkit::require_tool("busybox") else { return };
     let host_busybox = std::fs::canonicalize(host_busybox).unwrap();
-    assert_eq!(initramfs::find_busybox_for(Arch::X86_64, Some(&host_busybox)).unwrap(), host_busybox);
+    let plain = QemuRunner::builder().busybox(&host_busybox).build().unwrap();
+    assert_eq!(plain.busybox(Arch::X86_64).unwrap(), host_busybox, "fine for an x86_64 guest");
     let k = i386_kernel().await;
     let work = tempfile::tempdir().unwrap();
     // A QEMU that does not exist: had the run got as far as starting one,

@@ -1,7 +1,9 @@
 //! Real runs: the injected KASAN bug of testdata/bugs crashes the kernel
-//! built with bug.patch and not the one built with its fix; kernels that
-//! cannot reach userspace, hanging, silent and powering-off reproducers get
-//! their special verdicts; compile errors and cancellation behave.
+//! built with bug.patch and not the one built with its fix; a guest that
+//! keeps running after its crash is stopped at once; kernels that cannot
+//! reach userspace, hanging, silent and rebooting reproducers get their
+//! special verdicts; a guest paused behind kgym's back is detected over
+//! QMP; compile errors and cancellation behave.
 
 mod common;
 
@@ -78,7 +80,7 @@ async fn the_fix_survives_the_budget() {
     let log = String::from_utf8_lossy(&out.boots[0].log);
     // The rejected note now fails cleanly (-EINVAL), run after run.
     assert!(log.contains("kgym-repro: rejected note: -1"), "{log}");
-    assert!(log.matches("kgym: executing program").count() >= 2, "{log}");
+    assert!(log.matches("kgym: running the reproducer").count() >= 2, "{log}");
     assert!(out.seconds >= budget.as_secs_f64());
 }
 
@@ -154,7 +156,7 @@ async fn silence_and_power_off_are_special_crashes() {
     }
     let k = plain_kernel().await;
     let work = tempfile::tempdir().unwrap();
-    let runner = runner_in(work.path()).no_output_timeout(Duration::from_secs(8)).build().unwrap();
+    let runner = runner_in(work.path()).no_output_timeout(Duration::from_secs(8)).tcg_timeout_scale(1).build().unwrap();
     // Silence: the hanging reproducer prints nothing.
     let (ctx, _log) = context();
     let req =
@@ -168,6 +170,9 @@ async fn silence_and_power_off_are_special_crashes() {
     let out = runner.run(req, &ctx).await.unwrap();
     assert!(!out.crashed);
     assert_eq!(out.title.as_deref(), Some("lost connection to test machine"), "{:?}", out.boots);
+    // QEMU said why over QMP: with -no-reboot, the guest's reset is a shutdown.
+    let console = String::from_utf8_lossy(&out.boots[0].log);
+    assert!(console.contains("[kgym: QEMU event SHUTDOWN (guest-reset)]"), "{console}");
     // Special crashes do not stop the run: fresh VMs until the budget ends.
     assert!(out.boots.len() >= 2, "{:?}", out.boots.iter().map(|b| &b.end).collect::<Vec<_>>());
     assert_eq!(out.crashes.len(), 1);
@@ -249,4 +254,112 @@ async fn cancelling_a_run_kills_every_vm_and_removes_its_files() {
     assert!(cancelled_at.elapsed() < Duration::from_secs(10), "cancel took {:?}", cancelled_at.elapsed());
     assert!(processes_mentioning(&needle).is_empty(), "left running: {:?}", processes_mentioning(&needle));
     assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "temporary files left behind");
+}
+
+/// Triggers the injected bug, then keeps printing the guest's monotonic
+/// clock every 20 ms: with `panic_on_warn=0` the kernel survives the KASAN
+/// report, so only kgym stops this guest.
+const CRASH_THEN_TICK: &str = r#"#include <stdio.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(void) {
+    struct timespec t;
+    prctl(0x6b67796d, 0xdead, 0, 0, 0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        printf("kgym-tick %ld.%09ld\n", (long)t.tv_sec, t.tv_nsec);
+        fflush(stdout);
+        usleep(20000);
+    }
+}
+"#;
+
+/// The guest's tick times (seconds) after the report, from the console log.
+fn ticks_after_report(log: &str) -> Vec<f64> {
+    let end = log
+        .rfind("==================================================================")
+        .expect("the report's last line");
+    log[end..].lines().filter_map(|l| l.strip_prefix("kgym-tick ")).filter_map(|t| t.trim().parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn a_guest_that_runs_on_after_its_crash_is_stopped_within_a_second_of_the_report() {
+    if !have_tools() {
+        return;
+    }
+    let k = bug_kernel().await;
+    let work = tempfile::tempdir().unwrap();
+    let runner = runner_in(work.path()).build().unwrap();
+    let (ctx, _log) = context();
+    let req = RunRequest::new(&k.bzimage, Reproducer::c(CRASH_THEN_TICK))
+        .cmdline("panic_on_warn=0")
+        .budget(Duration::from_secs(240));
+    let out = runner.run(req, &ctx).await.unwrap();
+    assert_eq!(out.title.as_deref(), Some(BUG_TITLE), "{:?}", out.boots);
+    let b = &out.boots[0];
+    let console = String::from_utf8_lossy(&b.log);
+    assert!(!console.contains("Kernel panic"), "the kernel should survive the report: {console}");
+    // The guest's own clock: how long it ran on after printing the report.
+    let ticks = ticks_after_report(&console);
+    let ran_on = ticks.last().zip(ticks.first()).map_or(0.0, |(l, f)| l - f);
+    eprintln!("guest ran on for {ran_on:.3}s ({} ticks); kgym: report → QEMU gone {:.3}s", ticks.len(), b.stop_seconds);
+    // A generous bound that still fails if the guest were left running.
+    assert!(ran_on < 1.0, "the guest ran on for {ran_on:.3}s after its report");
+    assert!(b.stop_seconds < 1.0, "report → QEMU gone took {:.3}s", b.stop_seconds);
+    assert!(std::fs::read_dir(work.path()).unwrap().next().is_none(), "temporary files left behind");
+}
+
+/// Sends `command` to a QMP server socket (QEMU's `-qmp ...,server=on`) and
+/// returns QEMU's answer.
+async fn qmp_command(socket: &std::path::Path, command: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (read, mut write) = tokio::io::split(stream);
+    let mut lines = BufReader::new(read).lines();
+    let _greeting = lines.next_line().await.unwrap();
+    for c in ["qmp_capabilities", command] {
+        write.write_all(format!("{{\"execute\": \"{c}\"}}\n").as_bytes()).await.unwrap();
+        loop {
+            let line = lines.next_line().await.unwrap().unwrap();
+            if line.contains("\"return\"") || line.contains("\"error\"") {
+                if c == command {
+                    return line;
+                }
+                break;
+            }
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn a_guest_paused_behind_kgyms_back_ends_the_run_with_a_typed_error() {
+    if !have_tools() {
+        return;
+    }
+    let k = plain_kernel().await;
+    let work = tempfile::tempdir().unwrap();
+    let monitor = work.path().join("test-monitor");
+    let runner = runner_in(&work.path().join("runs"))
+        .extra_qemu_args(["-qmp".to_owned(), format!("unix:{},server=on,wait=off", monitor.display())])
+        .build()
+        .unwrap();
+    let (ctx, log) = context();
+    let req = RunRequest::new(&k.bzimage, Reproducer::c(HANG)).budget(Duration::from_secs(300));
+    let run = tokio::spawn(async move { runner.run(req, &ctx).await });
+    let started = Instant::now();
+    while !log.lines().iter().any(|l| l.contains("userspace up")) {
+        assert!(started.elapsed() < Duration::from_secs(200), "the VM did not come up: {:?}", log.lines());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = qmp_command(&monitor, "stop").await;
+    assert!(answer.contains("\"return\""), "{answer}");
+    let paused_at = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), run).await.expect("the run ends").unwrap().unwrap_err();
+    assert!(matches!(&err, Error::VmStopped { status, .. } if status == "paused"), "{err:?}");
+    assert!(paused_at.elapsed() < Duration::from_secs(5), "noticed after {:?}", paused_at.elapsed());
+    let needle = work.path().display().to_string();
+    assert!(processes_mentioning(&needle).is_empty(), "left running: {:?}", processes_mentioning(&needle));
 }

@@ -49,7 +49,8 @@ fn build_image(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     for d in ["bin", "sbin", "etc/dropbear", "dev", "proc", "sys", "tmp", "root/.ssh", "usr/sbin"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    let busybox = kgym_vm::initramfs::find_busybox(None).unwrap();
+    let busybox =
+        kgym_vm::QemuRunner::builder().build().unwrap().busybox(kgym_core::stage::build::Arch::X86_64).unwrap();
     std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
     let dropbear = kgym_testkit::require_tool("dropbear").unwrap();
@@ -101,7 +102,7 @@ async fn slow_disk_image_reproduces_over_ssh() {
     assert!(log.lines().iter().any(|l| l.contains("ssh up after")), "{:?}", log.lines());
     assert!(console.contains("test image: sshd started"), "booted from the disk: {console}");
     // The reproducer ran through the SSH session.
-    assert!(console.contains("kgym: executing program 0"), "{console}");
+    assert!(console.contains("kgym: running the reproducer (run 0)"), "{console}");
     assert!(console.contains("kgym-repro: valid note: 0"), "{console}");
     // Snapshot mode: the image is untouched.
     assert!(std::fs::read(&image).unwrap() == image_before, "the image was modified");

@@ -10,7 +10,7 @@ use kgym_core::LogSink;
 use kgym_core::MachineSpec;
 use kgym_core::stage::build::Arch;
 use kgym_core::stage::reproduce::{CrashKind, ImageAbility, Reproducer, ReproducerKind, StopPolicy};
-use kgym_vm::accel::AccelMode;
+use kgym_vm::AccelMode;
 use kgym_vm::outcome::BootRecord;
 use kgym_vm::{DiskImage, QemuRunner, RunContext, RunOutput, RunRequest, UserspaceSpec, VmRunner};
 use serde::Serialize;
@@ -78,7 +78,7 @@ pub struct Args {
 /// `--arch`, else what the bzImage's boot header says, else x86_64.
 /// Anything that is no bzImage is refused here, saying what it is.
 fn kernel_arch(kernel: &Path, explicit: Option<Arch>) -> Result<Arch, kgym_vm::Error> {
-    let from_header = kgym_vm::bzimage::check_kernel(kernel)?;
+    let from_header = kgym_vm::check_kernel(kernel)?;
     Ok(explicit.or(from_header).unwrap_or(Arch::X86_64))
 }
 

@@ -38,8 +38,6 @@ impl ImageFormat {
 /// Everything that varies between boots.
 #[derive(Debug, Clone)]
 pub struct QemuArgs {
-    /// Guest architecture.
-    pub arch: Arch,
     /// KVM or TCG.
     pub accel: Accel,
     /// CPUs and memory.
@@ -54,7 +52,8 @@ pub struct QemuArgs {
     pub disk: Option<(PathBuf, ImageFormat)>,
     /// A host port forwarded to the guest's SSH port 22.
     pub ssh_port: Option<u16>,
-    /// The QMP control socket.
+    /// The QMP control socket: kgym listens on it, QEMU connects to it when
+    /// it starts (so QMP is ready when QEMU is, without polling for a file).
     pub qmp_socket: PathBuf,
     /// Extra arguments appended verbatim.
     pub extra: Vec<String>,
@@ -83,9 +82,12 @@ impl QemuArgs {
         let cpus = self.machine.cpus.to_string();
         push(&["-m", &mem, "-smp", &cpus]);
         // No default devices (VGA, NIC, monitor): the serial port on stdout
-        // is the console we parse; control goes over QMP.
+        // is the console we parse; control goes over QMP. pvpanic lets a
+        // kernel with its driver report a panic to QEMU (GUEST_PANICKED).
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"]);
-        let qmp = format!("unix:{},server=on,wait=off", self.qmp_socket.display());
+        push(&["-device", "pvpanic"]);
+        // A client socket: QEMU connects to kgym's listener while it starts.
+        let qmp = format!("unix:{}", self.qmp_socket.display());
         push(&["-qmp", &qmp]);
         let kernel = self.kernel.display().to_string();
         push(&["-kernel", &kernel, "-append", &self.append]);
@@ -112,7 +114,6 @@ mod tests {
 
     fn base() -> QemuArgs {
         QemuArgs {
-            arch: Arch::X86_64,
             accel: Accel::Tcg,
             machine: "2-1024".parse().unwrap(),
             kernel: "/k/bzImage".into(),
@@ -137,7 +138,8 @@ mod tests {
         assert!(has(&a, ["-kernel", "/k/bzImage"]) && has(&a, ["-initrd", "/r/initrd.cpio"]));
         assert!(has(&a, ["-append", "console=ttyS0 panic=1"]));
         assert!(has(&a, ["-serial", "stdio"]) && a.contains(&"-no-reboot".to_owned()));
-        assert!(has(&a, ["-qmp", "unix:/r/qmp.sock,server=on,wait=off"]));
+        assert!(has(&a, ["-qmp", "unix:/r/qmp.sock"]), "QEMU is the QMP client: {a:?}");
+        assert!(has(&a, ["-device", "pvpanic"]));
         assert!(!a.iter().any(|x| x.starts_with("-netdev")));
     }
 

@@ -1,14 +1,20 @@
 //! [`QemuRunner`]: the local [`VmRunner`] on QEMU.
 //!
-//! - [`args`]: the QEMU command line of one boot;
-//! - [`qmp`]: the QMP control socket (status, quit);
-//! - [`boot`]: one boot of one instance and its watchdogs;
-//! - `run` (private): N instances in parallel within the budget.
+//! - `args`: the QEMU command line of one boot;
+//! - `qmp`: the QMP control socket (readiness, events, status, quit);
+//! - `timeouts`: the watchdogs' values ([`Timeouts`]);
+//! - `watch`: what the console, QMP events and the clock mean for a boot;
+//! - `boot`: one boot: launch, watch, stop; `deliver`: the reproducer
+//!   over SSH for disk images;
+//! - `run`: N instances in parallel within the budget, and the verdict.
 
-pub mod args;
-pub mod boot;
-pub mod qmp;
+mod args;
+mod boot;
+mod deliver;
+mod qmp;
 mod run;
+mod timeouts;
+mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +31,7 @@ use crate::repro::ReproTools;
 use crate::repro::syz::{SYZKALLER_REPO, SyzkallerProvider};
 use crate::runner::{RunContext, RunOutput, RunRequest, VmRunner};
 
-pub use boot::Timeouts;
+pub use timeouts::Timeouts;
 
 /// Runs reproducers in local QEMU VMs. Build one with [`QemuRunner::builder`].
 #[derive(Debug, Clone)]
@@ -46,9 +52,9 @@ pub struct QemuRunner {
 impl QemuRunner {
     /// A builder with the defaults: QEMU from `PATH`, accelerator from
     /// `KGYM_ACCEL` (`auto`/`kvm`/`tcg`, default `auto`), `gcc`, a static
-    /// busybox per guest architecture (the host's for x86_64,
-    /// [`initramfs::BUSYBOX_I386`] for i386), temp files under the system
-    /// temp directory.
+    /// busybox per guest architecture (the host's `busybox` for x86_64,
+    /// [`BUSYBOX_I386`](crate::BUSYBOX_I386) for i386), temp files under
+    /// the system temp directory.
     pub fn builder() -> QemuRunnerBuilder {
         QemuRunnerBuilder::default()
     }
@@ -67,7 +73,8 @@ impl QemuRunner {
 
     /// The static busybox that goes into the initramfs of an `arch` guest:
     /// the one given for `arch`, else the one given for all, else the
-    /// default lookup ([`initramfs::find_busybox_for`]); checked against
+    /// default lookup (`busybox` on `PATH` and the usual places for x86_64,
+    /// [`BUSYBOX_I386`](crate::BUSYBOX_I386) for i386); checked against
     /// `arch` ([`Error::GuestBinaryArch`] on a mismatch).
     pub fn busybox(&self, arch: Arch) -> Result<PathBuf> {
         initramfs::find_busybox_for(arch, self.configured_busybox(arch))
@@ -106,6 +113,7 @@ pub struct QemuRunnerBuilder {
     syzkaller_repo: String,
     syzkaller_cache: Option<PathBuf>,
     go: Option<PathBuf>,
+    syzkaller: Option<SyzkallerProvider>,
     work_dir: Option<PathBuf>,
     timeouts: Timeouts,
     extra_args: Vec<String>,
@@ -126,6 +134,7 @@ impl Default for QemuRunnerBuilder {
             syzkaller_repo: SYZKALLER_REPO.to_owned(),
             syzkaller_cache: None,
             go: None,
+            syzkaller: None,
             work_dir: None,
             timeouts: Timeouts::default(),
             extra_args: Vec::new(),
@@ -152,7 +161,10 @@ impl QemuRunnerBuilder {
         self
     }
 
-    /// How long the KVM probe guest gets to reach userspace (default 10 s).
+    /// How long a KVM probe guest gets to print its marker (default 10 s; a
+    /// working KVM needs well under a second). The run's kernel gets six
+    /// times as long under TCG when it must show whether KVM or the kernel
+    /// is to blame.
     pub fn accel_probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
         self
@@ -167,8 +179,8 @@ impl QemuRunnerBuilder {
 
     /// A static busybox for the initramfs of every guest architecture not
     /// given one with [`busybox_for`](Self::busybox_for) (default: looked up
-    /// per architecture, see [`initramfs::find_busybox_for`]). It must
-    /// match the guest's architecture: a run checks it before booting.
+    /// per architecture, see [`QemuRunner::busybox`]). It must match the
+    /// guest's architecture: a run checks it before booting.
     pub fn busybox(mut self, path: impl Into<PathBuf>) -> Self {
         self.busybox = Some(path.into());
         self
@@ -210,9 +222,17 @@ impl QemuRunnerBuilder {
     }
 
     /// The `go` that builds syzkaller (default: `go` on `PATH`, then
-    /// [`GO_BIN_FALLBACK`](crate::repro::syz::GO_BIN_FALLBACK)).
+    /// [`GO_BIN_FALLBACK`](crate::GO_BIN_FALLBACK)).
     pub fn go(mut self, path: impl Into<PathBuf>) -> Self {
         self.go = Some(path.into());
+        self
+    }
+
+    /// Where syzkaller binaries come from, configured whole (repository,
+    /// cache, Go, build environment, or a prebuilt directory); wins over
+    /// the `syzkaller_*` settings and [`go`](Self::go).
+    pub fn syzkaller(mut self, provider: SyzkallerProvider) -> Self {
+        self.syzkaller = Some(provider);
         self
     }
 
@@ -234,9 +254,24 @@ impl QemuRunnerBuilder {
         self
     }
 
-    /// Console silence that makes `no output from test machine` (default 5 min).
+    /// syzkaller's no-output timeout (default 5 min, ×3 under TCG; see
+    /// [`Timeouts`]).
     pub fn no_output_timeout(mut self, t: Duration) -> Self {
         self.timeouts.no_output = t;
+        self
+    }
+
+    /// What the no-output timeout is multiplied by under TCG (default 3,
+    /// syzkaller's; 1 keeps it as given).
+    pub fn tcg_timeout_scale(mut self, scale: u32) -> Self {
+        self.timeouts.tcg_scale = scale;
+        self
+    }
+
+    /// Console silence after which QEMU is asked whether the guest still
+    /// runs (default 10 s).
+    pub fn quiet_check(mut self, t: Duration) -> Self {
+        self.timeouts.quiet_check = t;
         self
     }
 
@@ -258,11 +293,7 @@ impl QemuRunnerBuilder {
             .syzkaller_cache
             .or_else(|| dirs::cache_dir().map(|d| d.join("kgym").join("syzkaller")))
             .unwrap_or_else(|| work_dir.join("kgym-syzkaller"));
-        for t in [self.timeouts.boot, self.timeouts.no_output, self.timeouts.not_executing] {
-            if t.is_zero() {
-                return Err(Error::InvalidRequest { reason: "watchdog timeouts must be positive".into() });
-            }
-        }
+        self.timeouts.check()?;
         let cc = if self.cc.components().count() == 1 {
             process::find_program(&self.cc.display().to_string()).unwrap_or(self.cc)
         } else {
@@ -278,13 +309,13 @@ impl QemuRunnerBuilder {
             busybox_by_arch: self.busybox_by_arch,
             tools: ReproTools {
                 cc,
-                syzkaller: SyzkallerProvider {
+                syzkaller: self.syzkaller.unwrap_or(SyzkallerProvider {
                     prebuilt: self.syzkaller_dir,
                     repo_url: self.syzkaller_repo,
                     cache_dir: cache,
                     go: self.go,
                     build_env: Vec::new(),
-                },
+                }),
             },
             work_dir,
             timeouts: self.timeouts,

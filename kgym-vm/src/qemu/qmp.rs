@@ -1,79 +1,207 @@
-//! QEMU's QMP control socket, through the `qapi` crate: status queries and
-//! a clean `quit`.
+//! QEMU's QMP control socket, through the `qapi` crate: readiness, events,
+//! status and a clean `quit`.
 //!
-//! One command at a time, and none after one was abandoned: when QEMU does
-//! not offer out-of-band execution (`-qmp` sockets do not), qapi files every
-//! command under id 0, and a command whose future was dropped (a timeout)
-//! stays pending there; a second command would make qapi panic ("duplicate
-//! command id"), which aborts the process. [`Qmp`] returns an error instead.
+//! kgym listens on the socket and QEMU connects to it while it starts
+//! (`-qmp unix:PATH`, a client chardev), so [`QmpListener::accept`] returns
+//! as soon as QEMU is ready: no polling for the socket file, no sleeps.
+//! Events (`GUEST_PANICKED`, `SHUTDOWN`, `RESET`, `STOP`, ...) arrive on a
+//! channel beside the console; [`Qmp::status`] tells a running guest from a
+//! paused, panicked or failed one.
+//!
+//! QEMU offers out-of-band execution on a client socket, and then qapi
+//! gives each command its own id. Without it (a `-qmp` server socket) qapi
+//! files every command under id 0, and a command whose future was dropped
+//! (a timeout) stays pending there: a second command would make qapi panic
+//! ("duplicate command id"). [`Qmp`] refuses a command while an earlier one
+//! is pending on such a connection, with an error instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures::StreamExt;
 use qapi::futures::{QapiService, QmpStreamTokio};
+use qapi::qmp::{Event, QMPCapability, RunState};
 use tokio::io::WriteHalf;
-use tokio::net::UnixStream;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 
 type Service = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
 
+/// What QEMU reported about the VM, as far as a boot cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum VmEvent {
+    /// The guest reported a panic (pvpanic); `action` is what QEMU does
+    /// next (`pause`, `poweroff`, `run`).
+    GuestPanicked {
+        /// QEMU's panic action.
+        action: String,
+    },
+    /// QEMU is shutting the VM down (with `-no-reboot` a guest reset is one).
+    Shutdown {
+        /// QEMU's shutdown cause (`guest-reset`, `guest-panic`, `host-qmp-quit`...).
+        reason: String,
+    },
+    /// The VM was reset (QEMU runs on with a fresh guest).
+    Reset {
+        /// QEMU's cause.
+        reason: String,
+    },
+    /// The VM stopped running (paused, panicked, an internal error...).
+    Stop,
+    /// The VM runs again.
+    Resume,
+}
+
+impl VmEvent {
+    fn from_qapi(event: Event) -> Option<Self> {
+        Some(match event {
+            Event::GUEST_PANICKED { data, .. } => Self::GuestPanicked { action: name_of(&data.action) },
+            Event::SHUTDOWN { data, .. } => Self::Shutdown { reason: name_of(&data.reason) },
+            Event::RESET { data, .. } => Self::Reset { reason: name_of(&data.reason) },
+            Event::STOP { .. } => Self::Stop,
+            Event::RESUME { .. } => Self::Resume,
+            _ => return None,
+        })
+    }
+
+    /// A line for the console log.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::GuestPanicked { action } => format!("GUEST_PANICKED (action {action})"),
+            Self::Shutdown { reason } => format!("SHUTDOWN ({reason})"),
+            Self::Reset { reason } => format!("RESET ({reason})"),
+            Self::Stop => "STOP".into(),
+            Self::Resume => "RESUME".into(),
+        }
+    }
+}
+
+/// Whether the guest runs, as `query-status` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GuestState {
+    /// The vCPUs run (a quiet console then means a hung or slow guest).
+    Running,
+    /// The guest panicked and QEMU holds it (`guest-panicked`).
+    Panicked,
+    /// QEMU is shutting it down (`shutdown`).
+    Shutdown,
+    /// Stopped for another reason: `paused`, `internal-error`, `io-error`...
+    Stopped(String),
+}
+
+impl GuestState {
+    fn from_run_state(state: RunState) -> Self {
+        match state {
+            RunState::running => Self::Running,
+            RunState::guest_panicked => Self::Panicked,
+            RunState::shutdown => Self::Shutdown,
+            other => Self::Stopped(name_of(&other)),
+        }
+    }
+}
+
+/// QEMU's name of an enum value (its serde name).
+fn name_of<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "unknown".into())
+}
+
+/// The socket QEMU connects to; bind it before starting QEMU.
+#[derive(Debug)]
+pub(crate) struct QmpListener {
+    socket: PathBuf,
+    listener: UnixListener,
+}
+
+impl QmpListener {
+    /// Listens on `socket` (which must not exist).
+    pub(crate) fn bind(socket: &Path) -> Result<Self> {
+        let listener = UnixListener::bind(socket).map_err(|source| Error::Qmp { socket: socket.to_owned(), source })?;
+        Ok(Self { socket: socket.to_owned(), listener })
+    }
+
+    /// Waits up to `timeout` for QEMU to connect, negotiates capabilities,
+    /// and returns the connection and its event channel.
+    pub(crate) async fn accept(self, timeout: Duration) -> Result<(Qmp, mpsc::UnboundedReceiver<VmEvent>)> {
+        let socket = self.socket.clone();
+        let err = |source| Error::Qmp { socket: socket.clone(), source };
+        let connect = async {
+            let (stream, _) = self.listener.accept().await?;
+            let negotiation = QmpStreamTokio::open(stream).await?;
+            let oob = negotiation.capabilities.capabilities().any(|c| c == QMPCapability::oob);
+            let stream = negotiation.negotiate().await?;
+            std::io::Result::Ok((stream, oob))
+        };
+        let (stream, oob) = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| {
+                err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no connection in {timeout:?}")))
+            })?
+            .map_err(err)?;
+        let (service, events) = stream.into_parts();
+        // From now on, dropping the service ends the event stream.
+        let _ = events.release();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut events = Box::pin(events);
+            // Polling the stream also delivers the commands' responses, so
+            // it runs until the connection ends, listened to or not.
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(event) => {
+                        if let Some(e) = VmEvent::from_qapi(event) {
+                            let _ = tx.send(e);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "qmp stream ended");
+                        break;
+                    }
+                }
+            }
+        });
+        let qmp = Qmp { socket: self.socket, service, task, ids: oob, busy: AtomicBool::new(false) };
+        Ok((qmp, rx))
+    }
+}
+
 /// A negotiated QMP connection.
-pub struct Qmp {
+pub(crate) struct Qmp {
     socket: PathBuf,
     service: Service,
-    events: tokio::task::JoinHandle<()>,
-    /// A command is in flight, or was abandoned in flight.
+    task: tokio::task::JoinHandle<()>,
+    /// Commands carry ids (QEMU offered `oob`): abandoned ones are harmless.
+    ids: bool,
+    /// A command is in flight, or was abandoned in flight (without ids).
     busy: AtomicBool,
 }
 
 impl std::fmt::Debug for Qmp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Qmp").field("socket", &self.socket).finish_non_exhaustive()
+        f.debug_struct("Qmp").field("socket", &self.socket).field("ids", &self.ids).finish_non_exhaustive()
     }
 }
 
 impl Drop for Qmp {
     fn drop(&mut self) {
-        self.events.abort();
+        self.task.abort();
     }
 }
 
 impl Qmp {
-    /// Connects to `socket`, retrying until QEMU has created it or `timeout`
-    /// passes, and negotiates capabilities.
-    pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self> {
-        let deadline = Instant::now() + timeout;
-        let err = |source| Error::Qmp { socket: socket.to_owned(), source };
-        loop {
-            match QmpStreamTokio::open_uds(socket).await {
-                Ok(negotiation) => {
-                    let stream = negotiation.negotiate().await.map_err(err)?;
-                    let (service, events) = stream.spawn_tokio();
-                    return Ok(Self { socket: socket.to_owned(), service, events, busy: AtomicBool::new(false) });
-                }
-                Err(e) if Instant::now() < deadline => {
-                    tracing::trace!(error = %e, "qmp socket not ready");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(err(e)),
-            }
-        }
-    }
-
-    /// QEMU's run state (`running`, `paused`, `shutdown`, ...).
-    pub async fn status(&self) -> Result<String> {
+    /// Whether the guest runs (`query-status`).
+    pub(crate) async fn status(&self) -> Result<GuestState> {
         self.claim()?;
         let info = self.service.execute(qapi::qmp::query_status {}).await;
         self.release();
         let info = info.map_err(|e| self.err(e))?;
-        let text = serde_json::to_value(info.status).ok().and_then(|v| v.as_str().map(str::to_owned));
-        Ok(text.unwrap_or_else(|| "unknown".into()))
+        Ok(GuestState::from_run_state(info.status))
     }
 
     /// Asks QEMU to exit now.
-    pub async fn quit(&self) -> Result<()> {
+    pub(crate) async fn quit(&self) -> Result<()> {
         self.claim()?;
         let res = self.service.execute(qapi::qmp::quit {}).await;
         self.release();
@@ -85,11 +213,39 @@ impl Qmp {
         }
     }
 
-    /// Marks a command in flight; an error when one is already (or was
-    /// abandoned) in flight. Released only when the command completes, so
-    /// a dropped command future keeps the connection claimed for good.
+    /// Starts a VM created with `-S`.
+    #[cfg(test)]
+    pub(crate) async fn cont(&self) -> Result<()> {
+        self.claim()?;
+        let res = self.service.execute(qapi::qmp::cont {}).await;
+        self.release();
+        res.map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Pauses the VM.
+    #[cfg(test)]
+    pub(crate) async fn stop(&self) -> Result<()> {
+        self.claim()?;
+        let res = self.service.execute(qapi::qmp::stop {}).await;
+        self.release();
+        res.map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Resets the VM.
+    #[cfg(test)]
+    pub(crate) async fn system_reset(&self) -> Result<()> {
+        self.claim()?;
+        let res = self.service.execute(qapi::qmp::system_reset {}).await;
+        self.release();
+        res.map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Marks a command in flight; on a connection without command ids, an
+    /// error when one is already (or was abandoned) in flight. Released
+    /// only when the command completes, so a dropped command future keeps
+    /// such a connection claimed for good.
     fn claim(&self) -> Result<()> {
-        if self.busy.swap(true, Ordering::AcqRel) {
+        if self.busy.swap(true, Ordering::AcqRel) && !self.ids {
             return Err(Error::Qmp {
                 socket: self.socket.clone(),
                 source: std::io::Error::other("an earlier command is still pending (abandoned or concurrent)"),
@@ -108,65 +264,4 @@ impl Qmp {
 }
 
 #[cfg(test)]
-mod tests {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::UnixListener;
-
-    use super::*;
-
-    /// A QMP server like QEMU's `-qmp` socket (no `oob` capability) that
-    /// answers the capabilities negotiation, answers `query-status` only
-    /// when `answer_status`, and `quit`; returns the commands it received.
-    fn fake_qemu(socket: &Path, answer_status: bool) -> tokio::task::JoinHandle<Vec<String>> {
-        let listener = UnixListener::bind(socket).unwrap();
-        tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (read, mut write) = tokio::io::split(stream);
-            let greeting = r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}"#;
-            write.write_all(format!("{greeting}\r\n").as_bytes()).await.unwrap();
-            let mut lines = BufReader::new(read).lines();
-            let mut seen = Vec::new();
-            while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(2), lines.next_line()).await {
-                let cmd: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let name = cmd["execute"].as_str().unwrap_or_default().to_owned();
-                let reply = match name.as_str() {
-                    "qmp_capabilities" | "quit" => Some(r#"{"return": {}}"#),
-                    "query-status" if answer_status => Some(r#"{"return": {"status": "running", "running": true}}"#),
-                    _ => None,
-                };
-                seen.push(name);
-                if let Some(r) = reply {
-                    write.write_all(format!("{r}\r\n").as_bytes()).await.unwrap();
-                }
-            }
-            seen
-        })
-    }
-
-    #[tokio::test]
-    async fn status_then_quit() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("qmp");
-        let server = fake_qemu(&socket, true);
-        let q = Qmp::connect(&socket, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(q.status().await.unwrap(), "running");
-        q.quit().await.unwrap();
-        drop(q);
-        assert_eq!(server.await.unwrap(), ["qmp_capabilities", "query-status", "quit"]);
-    }
-
-    #[tokio::test]
-    async fn a_command_after_an_abandoned_one_is_an_error_not_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("qmp");
-        let server = fake_qemu(&socket, false);
-        let q = Qmp::connect(&socket, Duration::from_secs(5)).await.unwrap();
-        assert!(tokio::time::timeout(Duration::from_millis(200), q.status()).await.is_err(), "no answer expected");
-        // qapi itself would panic here ("duplicate command id 0").
-        let err = q.quit().await.unwrap_err();
-        assert!(matches!(&err, Error::Qmp { .. }), "{err:?}");
-        assert!(kgym_core::failure::error_chain(&err).contains("still pending"), "{err}");
-        drop(q);
-        assert_eq!(server.await.unwrap(), ["qmp_capabilities", "query-status"]);
-    }
-}
+mod tests;

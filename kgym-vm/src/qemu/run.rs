@@ -3,23 +3,25 @@
 //! policy fires; then the verdict.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use kgym_core::stage::reproduce::StopPolicy;
+use kgym_core::stage::reproduce::{Accel, CrashKind, StopPolicy};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::QemuRunner;
 use super::args::{ImageFormat, QemuArgs};
 use super::boot::{self, BootMode, BootSetup, BootSignals};
-use crate::accel::{self, ProbeSpec};
+use super::watch::Liveness;
+use crate::accel::{self, AccelDecision, ProbeSpec};
 use crate::bzimage;
 use crate::cmdline::KernelCmdline;
 use crate::error::{Error, Result};
 use crate::initramfs::InitramfsSpec;
 use crate::outcome::{self, BootEnd, BootRecord, SpecialCrash};
-use crate::repro;
+use crate::repro::{self, PreparedRepro};
 use crate::runner::{RunContext, RunOutput, RunRequest, UserspaceSpec};
 use crate::ssh::SshTarget;
 use crate::symbolize::Symbolizer;
@@ -32,10 +34,9 @@ fn validate(req: &RunRequest) -> Result<()> {
     if req.budget.is_zero() {
         return bad("the budget must be positive".into());
     }
-    super::check_file(&req.kernel, "kernel")?;
     // A kernel booted as the wrong arch gets a userspace it cannot run (or
     // does not start at all): say so instead of "kernel did not boot".
-    if let Some(arch) = bzimage::detect_arch(&req.kernel)?
+    if let Some(arch) = bzimage::check_kernel(&req.kernel)?
         && arch != req.arch
     {
         return bad(format!(
@@ -62,6 +63,8 @@ pub(super) async fn run(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) 
     run_inner(runner, req, ctx).instrument(span).await
 }
 
+/// Prepare once (reproducer, accelerator, userspace), boot the instances,
+/// then the verdict.
 async fn run_inner(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) -> Result<RunOutput> {
     validate(&req)?;
     let started = Instant::now();
@@ -71,99 +74,138 @@ async fn run_inner(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) -> Re
         .tempdir_in(&runner.work_dir)
         .map_err(Error::io(&runner.work_dir))?;
     let qemu = runner.qemu_program(req.arch)?;
-    // Checked before anything is compiled or booted: a busybox the guest
-    // cannot execute would only show as a boot that never reaches init.
-    let busybox = match &req.userspace {
-        UserspaceSpec::Initramfs => Some(runner.busybox(req.arch)?),
-        // Only the KVM probe needs one: a configured busybox must be right,
-        // a missing default just skips the probe.
-        UserspaceSpec::Image(_) if runner.configured_busybox(req.arch).is_some() => Some(runner.busybox(req.arch)?),
-        UserspaceSpec::Image(_) => runner.busybox(req.arch).ok(),
-    };
+    let busybox = busybox_for(runner, &req)?;
 
     ctx.line(format!("preparing the {:?} reproducer", req.reproducer.kind));
     let prepared = repro::prepare(&req.reproducer, req.arch, &runner.tools, work.path(), &ctx.cancel).await?;
     for note in &prepared.notes {
         ctx.line(note);
     }
-
-    let decision = match &busybox {
-        Some(bb) => {
-            let probe = ProbeSpec {
-                qemu: qemu.clone(),
-                kernel: req.kernel.clone(),
-                busybox: bb.clone(),
-                timeout: runner.probe_timeout,
-                work_dir: work.path().to_owned(),
-            };
-            accel::resolve(runner.accel, &probe, runner.accel_cache.as_deref(), &ctx.cancel).await?
-        }
-        // No busybox for a probe guest (disk-image runs): KVM only when
-        // asked for, otherwise the portable choice.
-        None if runner.accel != accel::AccelMode::Auto => accel::decide(runner.accel, &accel::KvmDevice::Usable, None),
-        None => accel::AccelDecision {
-            accel: kgym_core::stage::reproduce::Accel::Tcg,
-            reason: "no static busybox for a KVM probe guest".into(),
-        },
+    let probe = ProbeSpec {
+        qemu: qemu.clone(),
+        kernel: req.kernel.clone(),
+        busybox: busybox.clone(),
+        kvm_timeout: runner.probe_timeout,
+        tcg_timeout: runner.probe_timeout * 6,
+        work_dir: work.path().to_owned(),
     };
+    let decision = accel::resolve(runner.accel, &probe, runner.accel_cache.as_deref(), &ctx.cancel).await?;
     ctx.line(format!("accelerator: {} ({})", accel_name(decision.accel), decision.reason));
 
+    let userspace = userspace(&req, busybox, &prepared, work.path()).await?;
+    let setup = Arc::new(boot_setup(runner, &req, qemu, decision.accel, userspace, &prepared, work.path(), started)?);
+    let boots = run_instances(&setup, &req, started, ctx).await?;
+    verdict(boots, &req, decision, prepared.syzkaller_commit, started, ctx).await
+}
+
+/// The busybox the run needs: the initramfs's (checked: a busybox the
+/// guest cannot execute would only show as a boot that never reaches
+/// init); for a disk image only the KVM probe wants one, so a configured
+/// one must be right and a missing default just skips the kernel probe.
+fn busybox_for(runner: &QemuRunner, req: &RunRequest) -> Result<Option<PathBuf>> {
+    Ok(match &req.userspace {
+        UserspaceSpec::Initramfs => Some(runner.busybox(req.arch)?),
+        UserspaceSpec::Image(_) if runner.configured_busybox(req.arch).is_some() => Some(runner.busybox(req.arch)?),
+        UserspaceSpec::Image(_) => runner.busybox(req.arch).ok(),
+    })
+}
+
+/// How the guest gets its userspace and the reproducer.
+struct Userspace {
+    initrd: Option<PathBuf>,
+    disk: Option<(PathBuf, ImageFormat)>,
+    mode: BootMode,
+    cmdline: KernelCmdline,
+}
+
+/// Builds the initramfs (with the reproducer in it), or readies the disk
+/// image and the SSH key that delivers the reproducer.
+async fn userspace(
+    req: &RunRequest,
+    busybox: Option<PathBuf>,
+    prepared: &PreparedRepro,
+    work: &Path,
+) -> Result<Userspace> {
     let mut cmdline = KernelCmdline::crash_finding();
-    let (initrd, disk, mode) = match &req.userspace {
+    let u = match &req.userspace {
         UserspaceSpec::Initramfs => {
             let spec = InitramfsSpec {
-                busybox: busybox.clone().ok_or_else(|| Error::Initramfs { reason: "no busybox".into() })?,
+                busybox: busybox.ok_or_else(|| Error::Initramfs { reason: "no busybox".into() })?,
                 files: prepared.files.clone(),
                 program: prepared.command.clone(),
                 pause_secs: 1,
             };
-            let path = work.path().join("initrd.cpio");
+            let path = work.join("initrd.cpio");
             let bytes = spec.build()?;
             tokio::fs::write(&path, bytes).await.map_err(Error::io(&path))?;
-            (Some(path), None, BootMode::Initramfs)
+            Userspace { initrd: Some(path), disk: None, mode: BootMode::Initramfs, cmdline }
         }
         UserspaceSpec::Image(img) => {
             cmdline.set(format!("root={}", img.root_device));
             cmdline.set("rw");
             let format = ImageFormat::detect(&img.path).map_err(Error::io(&img.path))?;
             let ssh = SshTarget::new("127.0.0.1", 0, img.ssh_user.clone(), img.ssh_key.clone())
-                .with_private_key_copy(work.path())?;
+                .with_private_key_copy(work)?;
             let mode = BootMode::Image { ssh, files: prepared.files.clone(), command: prepared.command.clone() };
-            (None, Some((img.path.clone(), format)), mode)
+            Userspace { initrd: None, disk: Some((img.path.clone(), format)), mode, cmdline }
         }
     };
+    Ok(u)
+}
+
+/// What every boot of the run shares.
+#[allow(clippy::too_many_arguments)]
+fn boot_setup(
+    runner: &QemuRunner,
+    req: &RunRequest,
+    qemu: PathBuf,
+    accel: Accel,
+    userspace: Userspace,
+    prepared: &PreparedRepro,
+    work: &Path,
+    started: Instant,
+) -> Result<BootSetup> {
+    let Userspace { initrd, disk, mode, mut cmdline } = userspace;
     if let Some(extra) = &req.cmdline {
         cmdline.extend_user(extra)?;
     }
-
-    let setup = Arc::new(BootSetup {
+    Ok(BootSetup {
         qemu,
         args: QemuArgs {
-            arch: req.arch,
-            accel: decision.accel,
+            accel,
             machine: req.machine,
             kernel: req.kernel.clone(),
             append: cmdline.render(),
             initrd,
             disk,
             ssh_port: None,
-            qmp_socket: work.path().join("qmp"),
+            qmp_socket: work.join("qmp"),
             extra: runner.extra_args.clone(),
         },
         mode,
         timeouts: runner.timeouts,
-        watch_executing: prepared.prints_executing,
-        dir: work.path().to_owned(),
+        liveness: if prepared.prints_executions { Liveness::ExecutionLines } else { Liveness::ConsoleOutput },
+        dir: work.to_owned(),
         run_start: started,
-    });
+    })
+}
 
+/// Runs the instances in parallel until the budget ends or the policy
+/// stops them; every boot of every instance, in the order they ended. The
+/// first error stops the other instances.
+async fn run_instances(
+    setup: &Arc<BootSetup>,
+    req: &RunRequest,
+    started: Instant,
+    ctx: &RunContext,
+) -> Result<Vec<BootRecord>> {
     let run_cancel = ctx.cancel.child_token();
     let sig =
         BootSignals { deadline: started + req.budget, stop: CancellationToken::new(), cancel: run_cancel.clone() };
     let crashed = Arc::new(Mutex::new(HashSet::new()));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..req.instances {
-        let (setup, sig, crashed, ctx) = (Arc::clone(&setup), sig.clone(), Arc::clone(&crashed), ctx.clone());
+        let (setup, sig, crashed, ctx) = (Arc::clone(setup), sig.clone(), Arc::clone(&crashed), ctx.clone());
         let (policy, n) = (req.policy, req.instances);
         tasks.spawn(
             async move { instance_loop(&setup, i, &sig, policy, n, &crashed, &ctx).await }
@@ -198,13 +240,24 @@ async fn run_inner(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) -> Re
         return Err(e);
     }
     boots.sort_by(|a, b| a.ended.total_cmp(&b.ended));
+    Ok(boots)
+}
 
+/// Symbolized reports, crash groups, image ability: the run's output.
+async fn verdict(
+    mut boots: Vec<BootRecord>,
+    req: &RunRequest,
+    decision: AccelDecision,
+    syzkaller_commit: Option<String>,
+    started: Instant,
+    ctx: &RunContext,
+) -> Result<RunOutput> {
     if let Some(vmlinux) = &req.vmlinux {
         symbolize_all(vmlinux, &mut boots, ctx).await?;
     }
     let crashes = outcome::group_crashes(&boots);
     let out = RunOutput {
-        crashed: crashes.iter().any(|g| g.kind == kgym_core::stage::reproduce::CrashKind::Crash),
+        crashed: crashes.iter().any(|g| g.kind == CrashKind::Crash),
         title: outcome::picked_title(&crashes),
         message: outcome::message(&crashes).to_owned(),
         image_ability: outcome::image_ability(&boots),
@@ -213,7 +266,7 @@ async fn run_inner(runner: &QemuRunner, req: RunRequest, ctx: &RunContext) -> Re
         accel: decision.accel,
         accel_reason: decision.reason,
         seconds: started.elapsed().as_secs_f64(),
-        syzkaller_commit: prepared.syzkaller_commit,
+        syzkaller_commit,
     };
     ctx.line(format!(
         "verdict: {} ({}), {} boot(s) in {:.1}s",
@@ -243,11 +296,11 @@ async fn symbolize_all(vmlinux: &std::path::Path, boots: &mut [BootRecord], ctx:
     Ok(())
 }
 
-pub(crate) fn accel_name(a: kgym_core::stage::reproduce::Accel) -> &'static str {
+fn accel_name(a: Accel) -> &'static str {
     match a {
-        kgym_core::stage::reproduce::Accel::Kvm => "kvm",
-        kgym_core::stage::reproduce::Accel::Tcg => "tcg",
-        kgym_core::stage::reproduce::Accel::Cloud => "cloud",
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+        Accel::Cloud => "cloud",
     }
 }
 

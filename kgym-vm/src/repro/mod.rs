@@ -21,9 +21,9 @@ pub struct PreparedRepro {
     /// The shell command that runs the reproducer once, from the guest's
     /// work directory.
     pub command: String,
-    /// Whether the program prints syzkaller's `executing program` lines by
-    /// itself (syz-execprog does), so long silences mean it is stuck.
-    pub prints_executing: bool,
+    /// Whether the program reports its executions itself (syz-execprog's
+    /// `executed programs: N`), so that their absence means it is stuck.
+    pub prints_executions: bool,
     /// The syzkaller commit used (syz programs).
     pub syzkaller_commit: Option<String>,
     /// What the user should hear about the preparation: syzkaller commits
@@ -57,7 +57,7 @@ pub async fn prepare(
             Ok(PreparedRepro {
                 files: vec![("kgym-repro".into(), bin)],
                 command: "./kgym-repro".into(),
-                prints_executing: false,
+                prints_executions: false,
                 syzkaller_commit: None,
                 notes: Vec::new(),
             })
@@ -84,7 +84,7 @@ pub async fn prepare(
                     repro.nproc,
                     "repro.syz",
                 ),
-                prints_executing: true,
+                prints_executions: true,
                 notes: bins
                     .skipped
                     .iter()

@@ -77,7 +77,7 @@ pub struct SkippedCommit {
 /// Where syzkaller binaries come from.
 ///
 /// ```
-/// use kgym_vm::repro::syz::SyzkallerProvider;
+/// use kgym_vm::SyzkallerProvider;
 /// let p = SyzkallerProvider::new("https://github.com/google/syzkaller", "/var/cache/kgym/syzkaller")
 ///     .with_go("/usr/lib/go/bin/go")
 ///     .with_build_env("GOFLAGS", "-mod=mod");
