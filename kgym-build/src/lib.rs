@@ -24,7 +24,7 @@
 //! use std::sync::Arc;
 //! use kgym_build::{BuildContext, BuildWorker, Error, KernelBuilder, LocalBuilder};
 //! use kgym_core::stage::build::{BaseConfig, BuildArgs, KernelConfig, KernelSource};
-//! use kgym_core::{StageKind, Worker};
+//! use kgym_core::{StageKind, StageSchema};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let data = tempfile::tempdir().unwrap();
@@ -41,7 +41,7 @@
 //! // The same builder serves `build` stages of a gym.
 //! let worker = BuildWorker::new(Arc::new(builder), data.path().join("scratch"));
 //! assert_eq!(worker.kind(), StageKind::build());
-//! assert!(worker.validate(&serde_json::json!({"source": 1})).is_err());
+//! assert!(worker.validate_alone(&serde_json::json!({"source": 1})).is_err());
 //! # });
 //! ```
 
