@@ -371,7 +371,7 @@ async fn on_event(vm: &mut Vm, ev: Event, ctx: &RunContext, instance: u32, run: 
         }
         Event::Status(Ok(state)) => match vm.watch.status(&state, now) {
             StatusVerdict::Running => {}
-            StatusVerdict::End(end) => return Ok(Some((end, false))),
+            StatusVerdict::End(end) => return Ok(Some((*end, false))),
             StatusVerdict::Stopped(status) => {
                 return Err(Error::VmStopped { status, stderr_tail: vm.stderr_tail() });
             }

@@ -61,7 +61,7 @@ pub(crate) enum StatusVerdict {
     /// The guest runs (slow or hung inside): the watchdogs decide.
     Running,
     /// The guest is gone or held after a panic: the boot is over.
-    End(Ending),
+    End(Box<Ending>),
     /// QEMU stopped the guest for another reason (`paused`,
     /// `internal-error`...): the run cannot go on.
     Stopped(String),
@@ -256,7 +256,7 @@ impl Watch {
             GuestState::Running => StatusVerdict::Running,
             GuestState::Panicked => {
                 self.note("QEMU holds the guest after a panic");
-                StatusVerdict::End(self.closed(now))
+                StatusVerdict::End(Box::new(self.closed(now)))
             }
             GuestState::Shutdown => {
                 self.going_away.get_or_insert(now);
