@@ -2,6 +2,8 @@
 //! returns the [`Effects`] the caller applies after commit (events to
 //! emit, an announcement to publish).
 
+use std::collections::BTreeSet;
+
 use kgym_core::failure::codes;
 use kgym_core::{Job, JobId, JobSpec, JobStatus, Outcome, StageFailure, StageIndex, StageKind, StageResult, StageSpec};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -122,8 +124,9 @@ fn read_results(conn: &Connection, id: JobId) -> Result<Vec<StageResult>> {
         .collect()
 }
 
-/// The whole job.
-pub(crate) fn load_job(conn: &Connection, id: JobId) -> Result<Job> {
+/// The whole job; `live` are the kinds live workers run (a queued job of
+/// another kind says it waits for a worker).
+pub(crate) fn load_job(conn: &Connection, id: JobId, live: &BTreeSet<StageKind>) -> Result<Job> {
     let (created, modified, status, cursor, stages, worker) = conn
         .query_row(
             "SELECT created_us, modified_us, status, cursor, stages, worker FROM jobs WHERE id = ?1",
@@ -143,11 +146,13 @@ pub(crate) fn load_job(conn: &Connection, id: JobId) -> Result<Job> {
         .map_err(Error::db("read a job"))?
         .ok_or(Error::JobNotFound { id })?;
     let status = status_of(&status);
+    let stages = decode_stages(id, &stages)?;
     Ok(Job {
         id,
         created: to_time(created),
         modified: to_time(modified),
-        stages: decode_stages(id, &stages)?,
+        no_worker_for: super::listing::no_worker_for(status, stages.get(cursor as usize).map(|s| &s.kind), live),
+        stages,
         tags: read_tags(conn, id)?,
         status,
         current_stage: (!status.is_terminal()).then_some(StageIndex(cursor)),
@@ -582,6 +587,7 @@ pub(crate) fn rerun(
         tx.execute("UPDATE jobs SET stages = ?1 WHERE id = ?2", params![stages, raw(id)])
             .map_err(Error::db("run a job again"))?;
         write_tags(&tx, id, &spec.tags)?;
+        super::tags::check_tag_count(&tx, id)?;
     }
     tx.execute("DELETE FROM results WHERE job_id = ?1 AND stage >= ?2", params![raw(id), from.0])
         .map_err(Error::db("run a job again"))?;
