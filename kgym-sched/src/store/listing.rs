@@ -29,6 +29,8 @@ const FEW_MATCHES: u64 = 10_000;
 /// A listing's query, checked and in the store's terms.
 struct Listing<'q> {
     q: &'q ListQuery,
+    /// See [`FEW_MATCHES`] (tests move it to reach both plans).
+    few_matches: u64,
     status: Option<&'static str>,
     tag: Option<(&'q str, Option<&'q str>)>,
     window: Option<(i64, i64)>,
@@ -54,7 +56,7 @@ impl<'q> Listing<'q> {
             }
             _ => {}
         }
-        Ok(Self { q, status: q.status.map(JobStatus::as_str), tag, window, cursor })
+        Ok(Self { q, few_matches: FEW_MATCHES, status: q.status.map(JobStatus::as_str), tag, window, cursor })
     }
 
     fn time_col(&self) -> &'static str {
@@ -164,7 +166,7 @@ impl<'q> Listing<'q> {
             TimeField::Modified => {
                 let order = format!("ORDER BY j.modified_us {dir}, j.id {dir}");
                 let few = match self.tag {
-                    Some((k, v)) => tag_count(conn, k, v, self.status)? <= FEW_MATCHES,
+                    Some((k, v)) => tag_count(conn, k, v, self.status)? <= self.few_matches,
                     None => false,
                 };
                 if few {
@@ -317,7 +319,17 @@ pub(crate) fn no_worker_for(
 
 /// A page of job summaries; `live` are the kinds live workers run.
 pub(crate) fn list(conn: &Connection, q: &ListQuery, live: &BTreeSet<StageKind>) -> Result<Page<JobSummary>> {
-    let listing = Listing::new(q)?;
+    list_planned(conn, q, live, FEW_MATCHES)
+}
+
+/// [`list`] with the plan threshold given.
+fn list_planned(
+    conn: &Connection,
+    q: &ListQuery,
+    live: &BTreeSet<StageKind>,
+    few_matches: u64,
+) -> Result<Page<JobSummary>> {
+    let listing = Listing { few_matches, ..Listing::new(q)? };
     let ids = listing.page_ids(conn)?;
     let total = listing.total(conn)?;
     let items = summaries(conn, &ids, live)?;
@@ -367,3 +379,7 @@ pub(crate) fn counts(conn: &Connection, q: &ListQuery) -> Result<StatusCounts> {
     }
     Ok(c)
 }
+
+#[cfg(test)]
+#[path = "listing_tests.rs"]
+mod tests;

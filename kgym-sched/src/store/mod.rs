@@ -108,7 +108,7 @@ impl Store {
 
 /// Applies the migrations the database has not seen, each in its own
 /// transaction.
-fn migrate(conn: &mut Connection) -> Result<()> {
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     let done: usize = conn
         .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
         .map_err(Error::db("read the schema version"))? as usize;
