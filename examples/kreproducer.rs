@@ -13,9 +13,11 @@ use std::sync::Arc;
 
 use kgym::vm::{QemuRunner, ReproduceWorker};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    service::init_tracing();
+fn main() -> std::process::ExitCode {
+    service::main(run)
+}
+
+async fn run() -> Result<(), service::BoxError> {
     let data = service::data_dir();
     let runner = QemuRunner::builder().work_dir(data.join("scratch/vm")).build()?;
     let worker = ReproduceWorker::new(Arc::new(runner)).scratch_dir(data.join("scratch/reproduce"));

@@ -51,8 +51,26 @@ fn fixture() -> &'static (tokio::runtime::Runtime, Router, String) {
 }
 
 const NAMES: &[&str] = &[
-    "start", "limit", "after", "order", "by", "status", "tag", "tag_value", "from", "to", "value", "kind", "host",
-    "since", "top", "mode", "start_time", "end_time", "junk", "",
+    "start",
+    "limit",
+    "after",
+    "order",
+    "by",
+    "status",
+    "tag",
+    "tag_value",
+    "from",
+    "to",
+    "value",
+    "kind",
+    "host",
+    "since",
+    "top",
+    "mode",
+    "start_time",
+    "end_time",
+    "junk",
+    "",
 ];
 
 /// A parameter value, percent-encoded or (sometimes) malformed on purpose.
@@ -93,7 +111,13 @@ fn value() -> impl Strategy<Value = String> {
 
 fn percent(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
