@@ -98,3 +98,97 @@ CREATE TRIGGER tags_count_value AFTER UPDATE OF value ON tags WHEN old.value IS 
         SELECT new.key, new.value, status, 1 FROM jobs WHERE id = new.job_id
         ON CONFLICT (key, value, status) DO UPDATE SET n = n + 1;
 END;
+
+-- Statistics rolled up per hour (hour = µs / 3600000000) by triggers, so
+-- /api/v1/stats reads a few hundred rows for a week instead of every
+-- result in it; the part of the window before its first whole hour is
+-- read from the rows themselves.
+
+-- Finished jobs per hour they finished in (their modified time while
+-- finished), and how many of them stopped at a failed stage (a finished
+-- job's cursor is past its last stage unless a stage failed).
+CREATE TABLE finished_hours (
+    hour     INTEGER PRIMARY KEY,
+    finished INTEGER NOT NULL,
+    failed   INTEGER NOT NULL
+);
+INSERT INTO finished_hours (hour, finished, failed)
+    SELECT modified_us / 3600000000, COUNT(*), SUM(cursor < json_array_length(stages))
+    FROM jobs WHERE status = 'finished' GROUP BY 1;
+
+CREATE TRIGGER jobs_finished_hours AFTER UPDATE OF status, modified_us ON jobs
+    WHEN old.status = 'finished' OR new.status = 'finished' BEGIN
+    UPDATE finished_hours
+        SET finished = finished - 1, failed = failed - (old.cursor < json_array_length(old.stages))
+        WHERE old.status = 'finished' AND hour = old.modified_us / 3600000000;
+    INSERT INTO finished_hours (hour, finished, failed)
+        SELECT new.modified_us / 3600000000, 1, new.cursor < json_array_length(new.stages)
+        WHERE new.status = 'finished'
+        ON CONFLICT (hour) DO UPDATE SET finished = finished + 1, failed = failed + excluded.failed;
+END;
+
+-- Lower bounds (ms) of the duration buckets: 0, then 5 % apart up to
+-- ~12 days. Percentiles are read to within a bucket.
+CREATE TABLE duration_bounds (
+    lo_ms INTEGER PRIMARY KEY
+);
+INSERT INTO duration_bounds (lo_ms) VALUES (0);
+WITH RECURSIVE b(x) AS (SELECT 1.0 UNION ALL SELECT x * 1.05 FROM b WHERE x < 1000000000.0)
+INSERT OR IGNORE INTO duration_bounds (lo_ms) SELECT CAST(x AS INTEGER) FROM b;
+
+-- Successful stages per hour they ended in, kind and duration bucket.
+CREATE TABLE duration_hours (
+    hour   INTEGER NOT NULL,
+    kind   TEXT    NOT NULL,
+    lo_ms  INTEGER NOT NULL,
+    n      INTEGER NOT NULL,
+    max_us INTEGER NOT NULL,
+    PRIMARY KEY (hour, kind, lo_ms)
+) WITHOUT ROWID;
+INSERT INTO duration_hours (hour, kind, lo_ms, n, max_us)
+    SELECT finished_us / 3600000000, kind,
+           (SELECT MAX(lo_ms) FROM duration_bounds WHERE lo_ms <= MAX(finished_us - started_us, 0) / 1000),
+           COUNT(*), MAX(finished_us - started_us)
+    FROM results
+    WHERE outcome = 'success' AND started_us IS NOT NULL AND finished_us IS NOT NULL AND kind IS NOT NULL
+    GROUP BY 1, 2, 3;
+
+-- Result headlines per hour they ended in.
+CREATE TABLE headline_hours (
+    hour     INTEGER NOT NULL,
+    headline TEXT    NOT NULL,
+    n        INTEGER NOT NULL,
+    last_job INTEGER NOT NULL,
+    PRIMARY KEY (hour, headline)
+) WITHOUT ROWID;
+INSERT INTO headline_hours (hour, headline, n, last_job)
+    SELECT finished_us / 3600000000, headline, COUNT(*), MAX(job_id)
+    FROM results WHERE headline IS NOT NULL AND finished_us IS NOT NULL GROUP BY 1, 2;
+
+CREATE TRIGGER results_stats_insert AFTER INSERT ON results BEGIN
+    INSERT INTO duration_hours (hour, kind, lo_ms, n, max_us)
+        SELECT new.finished_us / 3600000000, new.kind,
+               (SELECT MAX(lo_ms) FROM duration_bounds WHERE lo_ms <= MAX(new.finished_us - new.started_us, 0) / 1000),
+               1, new.finished_us - new.started_us
+        WHERE new.outcome = 'success' AND new.started_us IS NOT NULL AND new.finished_us IS NOT NULL
+              AND new.kind IS NOT NULL
+        ON CONFLICT (hour, kind, lo_ms) DO UPDATE SET n = n + 1, max_us = MAX(max_us, excluded.max_us);
+    INSERT INTO headline_hours (hour, headline, n, last_job)
+        SELECT new.finished_us / 3600000000, new.headline, 1, new.job_id
+        WHERE new.headline IS NOT NULL AND new.finished_us IS NOT NULL
+        ON CONFLICT (hour, headline) DO UPDATE SET n = n + 1, last_job = MAX(last_job, excluded.last_job);
+END;
+
+-- A result removed (a job run again) leaves the rollups; the bucket's
+-- longest duration and a headline's latest job stay as they were.
+CREATE TRIGGER results_stats_delete AFTER DELETE ON results BEGIN
+    UPDATE duration_hours SET n = n - 1
+        WHERE old.outcome = 'success' AND old.started_us IS NOT NULL AND old.finished_us IS NOT NULL
+              AND old.kind IS NOT NULL AND hour = old.finished_us / 3600000000 AND kind = old.kind
+              AND lo_ms = (SELECT MAX(lo_ms) FROM duration_bounds
+                           WHERE lo_ms <= MAX(old.finished_us - old.started_us, 0) / 1000);
+    DELETE FROM duration_hours WHERE n <= 0 AND hour = old.finished_us / 3600000000 AND kind = old.kind;
+    UPDATE headline_hours SET n = n - 1
+        WHERE old.headline IS NOT NULL AND hour = old.finished_us / 3600000000 AND headline = old.headline;
+    DELETE FROM headline_hours WHERE n <= 0 AND hour = old.finished_us / 3600000000 AND headline = old.headline;
+END;

@@ -317,8 +317,11 @@ fn record(tx: &Transaction<'_>, row: &Row, mut result: StageResult, now: i64) ->
         Outcome::Success => "success",
         Outcome::Failure => "failure",
     };
+    // A plain INSERT: a stage has at most one result (a job run again loses
+    // the results it re-runs first), and the statistics rollups count
+    // inserts and deletes.
     tx.execute(
-        "INSERT OR REPLACE INTO results (job_id, stage, result, kind, outcome, started_us, finished_us, headline)
+        "INSERT INTO results (job_id, stage, result, kind, outcome, started_us, finished_us, headline)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             raw(row.id),
@@ -581,16 +584,8 @@ pub(crate) fn rerun(
 ) -> Result<Effects> {
     let tx = begin(conn, "run a job again")?;
     check_rerun(&tx, id, action, replace.map(|s| s.stages.as_slice()), from)?;
-    if let Some(spec) = replace {
-        let stages =
-            serde_json::to_string(&spec.stages).map_err(|source| Error::Corrupt { job: id, what: "stages", source })?;
-        tx.execute("UPDATE jobs SET stages = ?1 WHERE id = ?2", params![stages, raw(id)])
-            .map_err(Error::db("run a job again"))?;
-        write_tags(&tx, id, &spec.tags)?;
-        super::tags::check_tag_count(&tx, id)?;
-    }
-    tx.execute("DELETE FROM results WHERE job_id = ?1 AND stage >= ?2", params![raw(id), from.0])
-        .map_err(Error::db("run a job again"))?;
+    // The status first: the finished-hours rollup (migration 0003) reads
+    // the stages the job finished with.
     let status = queued_status(from.0);
     tx.execute(
         &format!(
@@ -601,6 +596,16 @@ pub(crate) fn rerun(
         params![status.as_str(), from.0, now, raw(id)],
     )
     .map_err(Error::db("run a job again"))?;
+    if let Some(spec) = replace {
+        let stages =
+            serde_json::to_string(&spec.stages).map_err(|source| Error::Corrupt { job: id, what: "stages", source })?;
+        tx.execute("UPDATE jobs SET stages = ?1 WHERE id = ?2", params![stages, raw(id)])
+            .map_err(Error::db("run a job again"))?;
+        write_tags(&tx, id, &spec.tags)?;
+        super::tags::check_tag_count(&tx, id)?;
+    }
+    tx.execute("DELETE FROM results WHERE job_id = ?1 AND stage >= ?2", params![raw(id), from.0])
+        .map_err(Error::db("run a job again"))?;
     let row = read_row(&tx, id)?;
     let line = format!("job {action} from stage {from}");
     let log = log_both(&tx, id, now, &LogLine::new(&line))?;
