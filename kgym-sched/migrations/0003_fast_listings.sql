@@ -7,13 +7,15 @@
 -- by the triggers below: a COUNT over 100,000 index entries takes ~12 ms,
 -- a counter lookup microseconds.
 
--- Job ids alone: skipping N jobs walks N index entries of 8 bytes instead
--- of N table rows (a row holds the job's stages, kilobytes).
-CREATE INDEX jobs_by_id              ON jobs (id);
-CREATE INDEX jobs_by_status          ON jobs (status);
+-- Job ids (with their submission time, for time windows): skipping N jobs
+-- walks N small index entries instead of N table rows (a row holds the
+-- job's stages, kilobytes).
+CREATE INDEX jobs_by_id              ON jobs (id, created_us);
+CREATE INDEX jobs_by_status          ON jobs (status, id, created_us);
 CREATE INDEX jobs_by_status_modified ON jobs (status, modified_us);
--- Jobs carrying a key, in job order (tags_by_key orders them by value).
-CREATE INDEX tags_by_key_job         ON tags (key, job_id);
+-- Jobs carrying a key, in job order, with the value (tags_by_key orders
+-- them by value).
+CREATE INDEX tags_by_key_job         ON tags (key, job_id, value);
 
 -- Jobs per status.
 CREATE TABLE job_counts (
@@ -97,6 +99,33 @@ CREATE TRIGGER tags_count_value AFTER UPDATE OF value ON tags WHEN old.value IS 
     INSERT INTO tag_value_counts (key, value, status, n)
         SELECT new.key, new.value, status, 1 FROM jobs WHERE id = new.job_id
         ON CONFLICT (key, value, status) DO UPDATE SET n = n + 1;
+END;
+
+-- Log lines per job, and system log lines per kind and per host (kGym's
+-- worker-type and worker-host logs): logs are only ever appended to.
+CREATE TABLE job_log_counts (
+    job_id INTEGER PRIMARY KEY,
+    n      INTEGER NOT NULL
+);
+CREATE TABLE sys_log_counts (
+    dim   TEXT    NOT NULL CHECK (dim IN ('kind', 'host')),
+    value TEXT    NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (dim, value)
+) WITHOUT ROWID;
+INSERT INTO job_log_counts (job_id, n) SELECT job_id, COUNT(*) FROM job_log GROUP BY job_id;
+INSERT INTO sys_log_counts (dim, value, n) SELECT 'kind', kind, COUNT(*) FROM sys_log WHERE kind IS NOT NULL GROUP BY kind;
+INSERT INTO sys_log_counts (dim, value, n) SELECT 'host', host, COUNT(*) FROM sys_log WHERE host IS NOT NULL GROUP BY host;
+
+CREATE TRIGGER job_log_count AFTER INSERT ON job_log BEGIN
+    INSERT INTO job_log_counts (job_id, n) VALUES (new.job_id, 1) ON CONFLICT (job_id) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER sys_log_count AFTER INSERT ON sys_log BEGIN
+    INSERT INTO sys_log_counts (dim, value, n) SELECT 'kind', new.kind, 1 WHERE new.kind IS NOT NULL
+        ON CONFLICT (dim, value) DO UPDATE SET n = n + 1;
+    INSERT INTO sys_log_counts (dim, value, n) SELECT 'host', new.host, 1 WHERE new.host IS NOT NULL
+        ON CONFLICT (dim, value) DO UPDATE SET n = n + 1;
 END;
 
 -- Statistics rolled up per hour (hour = µs / 3600000000) by triggers, so

@@ -244,6 +244,7 @@ pub async fn logs_and_listings_page(h: &Harness) {
     let sys = sys.unwrap();
     assert!(sys.items.iter().any(|e| e.message.contains("handed to conformance/logger")), "{sys:?}");
     assert!(sys.items.iter().all(|e| e.kind.as_ref() == Some(&kind)), "{sys:?}");
+    assert_eq!(sys.total as usize, sys.items.len(), "the total of a kind's lines: {sys:?}");
     h.workers.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
     for id in ids {
         if id != c.lease.job {

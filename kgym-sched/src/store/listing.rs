@@ -148,11 +148,9 @@ impl<'q> Listing<'q> {
                         f.clause()
                     )
                 } else {
-                    let index = match (self.status, self.window) {
-                        (Some(_), _) => "jobs_by_status",
-                        (None, Some(_)) => "jobs_created",
-                        (None, None) => "jobs_by_id",
-                    };
+                    // Both indexes hold the submission time: a window is
+                    // checked inside the index, in id order.
+                    let index = if self.status.is_some() { "jobs_by_status" } else { "jobs_by_id" };
                     f.add_opt("j.status = ?", self.status.map(str::to_owned));
                     self.add_tag_probe(&mut f);
                     self.add_window(&mut f);
