@@ -264,6 +264,36 @@ async fn merged_routes_are_served_behind_the_same_token() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn public_merged_routes_need_no_token_but_keep_the_limits() {
+    let sched = SqliteScheduler::in_memory(StageRegistry::new()).await.unwrap();
+    let page = axum::Router::new()
+        .route("/", get(|| async { "<html>shell</html>" }))
+        .route("/ui/echo", axum::routing::post(|body: String| async move { body }));
+    let server = HttpServer::builder(Arc::new(sched))
+        .options(ServerOptions::default().token(Some(TOKEN.into())).body_limit(64).max_uri(256))
+        .merge_public(page)
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = server.url();
+    let shell = http.get(format!("{url}/")).send().await.unwrap();
+    assert_eq!((shell.status(), shell.text().await.unwrap().as_str()), (StatusCode::OK, "<html>shell</html>"));
+    let echoed = http.post(format!("{url}/ui/echo")).body("hi").send().await.unwrap();
+    assert_eq!(echoed.text().await.unwrap(), "hi");
+    let big = http.post(format!("{url}/ui/echo")).body("x".repeat(100)).send().await.unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let long = http.get(format!("{url}/?q={}", "x".repeat(300))).send().await.unwrap();
+    assert_eq!(long.status(), StatusCode::URI_TOO_LONG);
+    // The API beside them still needs the token.
+    let api = http.get(format!("{url}/api/v1/jobs")).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let api = http.get(format!("{url}/api/v1/jobs")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::OK);
+    server.shutdown().await;
+}
+
 /// Every route in openapi.json is served, and every served route is in
 /// openapi.json.
 #[tokio::test]

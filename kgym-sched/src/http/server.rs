@@ -225,6 +225,7 @@ pub struct ServerBuilder {
     artifacts: Option<ArtifactStore>,
     options: ServerOptions,
     merged: Vec<Router>,
+    public: Vec<Router>,
 }
 
 /// Entry point: `HttpServer::builder(scheduler)...serve(addr)`.
@@ -234,7 +235,14 @@ pub struct HttpServer;
 impl HttpServer {
     /// A server over `sched`.
     pub fn builder(sched: Arc<dyn Scheduler>) -> ServerBuilder {
-        ServerBuilder { sched, workers: None, artifacts: None, options: ServerOptions::default(), merged: Vec::new() }
+        ServerBuilder {
+            sched,
+            workers: None,
+            artifacts: None,
+            options: ServerOptions::default(),
+            merged: Vec::new(),
+            public: Vec::new(),
+        }
     }
 }
 
@@ -268,6 +276,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves `router`'s routes beside the server's own *without* the
+    /// token check (still under the request limits): for what carries no
+    /// job data and must load before a user can give a token, such as a
+    /// dashboard's page and scripts. Everything else belongs in
+    /// [`merge`](Self::merge).
+    pub fn merge_public(mut self, router: Router) -> Self {
+        self.public.push(router);
+        self
+    }
+
     /// The router, to serve or to nest in another axum app. Served by
     /// another listener, it knows no peer addresses: its event streams are
     /// not bounded per client, and the header-read timeout is that
@@ -288,16 +306,21 @@ impl ServerBuilder {
         let auth = Auth { token: o.token.as_deref().map(Arc::from), public_reads: o.public_reads };
         let limits = Limits { max_uri: o.max_uri, body_limit: o.body_limit, body_timeout: o.body_timeout };
         let own: Router = routes().router.with_state(state);
-        // Layers run outside in: the last added first.
-        self.merged
+        // Layers run outside in (the last added first), and `layer` wraps
+        // the routes there are so far: the guarded routes get the token
+        // check, public ones only the body limits.
+        let body_limits = |r: Router| {
+            r.layer(DefaultBodyLimit::max(o.body_limit)).layer(middleware::from_fn_with_state(limits, read_body))
+        };
+        let guarded = body_limits(self.merged.iter().cloned().fold(own, Router::merge))
+            .layer(middleware::from_fn_with_state(auth, require_token));
+        self.public
             .iter()
             .cloned()
-            .fold(own, Router::merge)
+            .map(body_limits)
+            .fold(guarded, Router::merge)
             .fallback(no_route)
             .method_not_allowed_fallback(no_method)
-            .layer(DefaultBodyLimit::max(o.body_limit))
-            .layer(middleware::from_fn_with_state(limits, read_body))
-            .layer(middleware::from_fn_with_state(auth, require_token))
             .layer(middleware::from_fn_with_state(limits, limit_uri))
             .layer(CatchPanicLayer::custom(panic_response))
     }
