@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 use kgym::build::{BuildWorker, LocalBuilder, PatchCheckWorker};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    service::init_tracing();
+fn main() -> std::process::ExitCode {
+    service::main(run)
+}
+
+async fn run() -> Result<(), service::BoxError> {
     let data = service::data_dir();
     let builder = Arc::new(LocalBuilder::builder(data.join("build")).build()?);
     let scratch = kgym::proc::RemoveOnExit::unique_in(&data.join("scratch"), "kbuilder-")?;

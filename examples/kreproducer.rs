@@ -14,9 +14,11 @@ use std::sync::Arc;
 
 use kgym::vm::{QemuRunner, ReproduceWorker};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    service::init_tracing();
+fn main() -> std::process::ExitCode {
+    service::main(run)
+}
+
+async fn run() -> Result<(), service::BoxError> {
     let data = service::data_dir();
     let scratch = kgym::proc::RemoveOnExit::unique_in(&data.join("scratch"), "kreproducer-")?;
     let runner = QemuRunner::builder().work_dir(scratch.path().join("vm")).build()?;

@@ -3,8 +3,9 @@
 //! `kbuilder` and `kreproducer` next to it or on other machines.
 //!
 //! Environment: `KGYM_LISTEN` (default `127.0.0.1:8000`), `KGYM_TOKEN`
-//! (required beyond loopback), `KGYM_DATA`, `KGYM_ARTIFACTS`
-//! (`gs://bucket` or a shared directory).
+//! (required beyond loopback; every request but `/api/v1/health` needs it),
+//! `KGYM_PUBLIC_READS` (`1`: reads need no token, for a trusted network),
+//! `KGYM_DATA`, `KGYM_ARTIFACTS` (`gs://bucket` or a shared directory).
 
 #[path = "common/service.rs"]
 #[allow(dead_code)] // the scheduler uses only part of the shared settings
@@ -13,16 +14,23 @@ mod service;
 use kgym::Gym;
 use kgym::sched::http::ServerOptions;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    service::init_tracing();
-    let listen = service::env_or("KGYM_LISTEN", "127.0.0.1:8000").parse()?;
+fn main() -> std::process::ExitCode {
+    service::main(run)
+}
+
+async fn run() -> Result<(), service::BoxError> {
+    let listen = service::env_or("KGYM_LISTEN", "127.0.0.1:8000");
+    let listen =
+        listen.parse().map_err(|e| format!("KGYM_LISTEN={listen:?} is not an address like 0.0.0.0:8000: {e}"))?;
+    let options = ServerOptions::default().token(service::token()).public_reads(service::public_reads()?);
+    // Refused settings create nothing (not even the artifact directory).
+    kgym::sched::http::check_listen(listen, &options)?;
     // The stock kinds are accepted (and their arguments checked) at submit;
     // remote kbuilder/kreproducer workers run them.
     let gym = Gym::builder(service::data_dir())
         .stock_workers(false)
         .artifacts(service::artifacts()?)
-        .serve_http(listen, ServerOptions::default().token(service::token()))
+        .serve_http(listen, options)
         .start()
         .await?;
     tracing::info!(url = gym.http_url().unwrap_or_default(), "kscheduler serving");

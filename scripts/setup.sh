@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # kernel builds (python3: the kernel's compile_commands.json generator)
   build-essential flex bison bc libelf-dev libssl-dev cpio ccache git python3
+  # kGym's Python client in the tests (requests, the token in the base URL)
+  python3-requests
   # the clang toolchain (LLVM=1 builds) and 32-bit x86 (i386 reproducers: gcc -m32 -static)
   clang lld llvm gcc-multilib
   # the offline kernel source used by the quickstart and the tests

@@ -159,10 +159,18 @@ async fn a_kgym_raw_job_is_built_and_reproduced_for_real_through_kgym_serve() {
     let id: String = resp.json().await.unwrap();
     assert_eq!(id.len(), 8, "kGym shows job ids as 8 hex digits: {id}");
 
-    // Poll as kcomposer does.
+    // Poll as kcomposer does (reads need the token too).
     let deadline = Instant::now() + Duration::from_secs(30 * 60);
     let job: Value = loop {
-        let job: Value = http.get(format!("{}/jobs/{id}", server.url)).send().await.unwrap().json().await.unwrap();
+        let job: Value = http
+            .get(format!("{}/jobs/{id}", server.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if matches!(job["status"].as_str(), Some("finished" | "aborted")) {
             break job;
         }
@@ -191,13 +199,30 @@ async fn a_kgym_raw_job_is_built_and_reproduced_for_real_through_kgym_serve() {
     let incidents = std::fs::read_dir(artifacts.join(format!("jobs/{id}/1_reproduce/incidents"))).unwrap().count();
     assert!(incidents >= 1);
     // kGym's kv routes: the job's keys, and the job found by its tag.
-    let keys: Value = http.get(format!("{}/jobs/{id}/keys", server.url)).send().await.unwrap().json().await.unwrap();
+    let keys: Value = http
+        .get(format!("{}/jobs/{id}/keys", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(keys.to_string().contains("composed-by"), "{keys:#}");
-    let tagged: Value =
-        http.get(format!("{}/jobs/kv/bug-reproduction-for", server.url)).send().await.unwrap().json().await.unwrap();
+    let tagged =
+        http.get(format!("{}/jobs/kv/bug-reproduction-for", server.url)).bearer_auth(TOKEN).send().await.unwrap();
+    let tagged: Value = tagged.json().await.unwrap();
     assert!(tagged.to_string().contains(&id), "{tagged:#}");
     // The job log holds the stages' lines.
-    let log: Value = http.get(format!("{}/jobs/{id}/log", server.url)).send().await.unwrap().json().await.unwrap();
+    let log: Value = http
+        .get(format!("{}/jobs/{id}/log", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(log["total"].as_u64().unwrap_or(0) > 0, "{log:#}");
     drop(server);
 }

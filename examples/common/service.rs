@@ -2,13 +2,32 @@
 //! (12-factor style, so a systemd unit or a GCE metadata startup script can
 //! configure them).
 
+use std::future::Future;
 use std::path::PathBuf;
-
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use kgym::core::ArtifactStore;
 use kgym::sched::http::HttpWorkerBackend;
 use kgym::sched::runtime::{RuntimeBuilder, WorkerRuntime};
+
+/// Any error a service's start-up returns.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs a service: logs to stderr, runs `service` on a Tokio runtime, and
+/// prints an error as one readable line with its causes (`error: listen on
+/// 0.0.0.0:8000 without a token: ...`), exiting with status 1.
+pub fn main<F: Future<Output = Result<(), BoxError>>>(service: impl FnOnce() -> F) -> ExitCode {
+    init_tracing();
+    let outcome = tokio::runtime::Runtime::new().map_err(BoxError::from).and_then(|rt| rt.block_on(service()));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", kgym::core::failure::error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// A setting from the environment, or its default.
 pub fn env_or(name: &str, default: &str) -> String {
@@ -22,14 +41,25 @@ pub fn data_dir() -> PathBuf {
 
 /// `KGYM_ARTIFACTS`: `gs://bucket` (needs `--features gcp`) or a directory
 /// shared by every service (default `$KGYM_DATA/artifacts`).
-pub fn artifacts() -> Result<ArtifactStore, Box<dyn std::error::Error + Send + Sync>> {
+pub fn artifacts() -> Result<ArtifactStore, BoxError> {
     let default = data_dir().join("artifacts").display().to_string();
     Ok(kgym::artifact_store_from_url(&env_or("KGYM_ARTIFACTS", &default))?)
 }
 
-/// `KGYM_TOKEN`: the bearer token of the scheduler's API.
+/// `KGYM_TOKEN`: the token of the scheduler's API.
 pub fn token() -> Option<String> {
     std::env::var("KGYM_TOKEN").ok().filter(|t| !t.is_empty())
+}
+
+/// `KGYM_PUBLIC_READS`: `1`/`true`/`yes` opens the API's reads without the
+/// token (a trusted network); writes still need it.
+#[allow(dead_code)] // a scheduler setting; the worker services serve nothing
+pub fn public_reads() -> Result<bool, BoxError> {
+    match env_or("KGYM_PUBLIC_READS", "").trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        "1" | "true" | "yes" | "on" => Ok(true),
+        other => Err(format!("KGYM_PUBLIC_READS={other:?} is not a yes or no (1/0, true/false)").into()),
+    }
 }
 
 /// `KGYM_SLOTS`: concurrent stages of this worker (default 1).
@@ -58,7 +88,7 @@ pub async fn run_until_signal(
 /// A worker runtime claiming stages from the scheduler at `KGYM_SERVER`
 /// (default `http://127.0.0.1:8000`) with `KGYM_TOKEN`, storing artifacts
 /// in `KGYM_ARTIFACTS`; add workers, then start it.
-pub fn worker_runtime() -> Result<RuntimeBuilder, Box<dyn std::error::Error + Send + Sync>> {
+pub fn worker_runtime() -> Result<RuntimeBuilder, BoxError> {
     let server = env_or("KGYM_SERVER", "http://127.0.0.1:8000");
     let mut backend = HttpWorkerBackend::new(&server)?;
     if let Some(token) = token() {

@@ -491,6 +491,7 @@ mod tests {
             status: JobStatus::Finished,
             current_stage: None,
             worker: None,
+            no_worker_for: None,
             results,
         }
     }

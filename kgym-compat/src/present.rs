@@ -372,6 +372,7 @@ mod tests {
             status: JobStatus::Finished,
             current_stage: None,
             worker: None,
+            no_worker_for: None,
             results: vec![
                 StageResult::success("success", serde_json::to_value(&build).unwrap()),
                 StageResult::success("Crashes", serde_json::to_value(&repro).unwrap()),
@@ -415,6 +416,7 @@ mod tests {
             status: JobStatus::Finished,
             current_stage: None,
             worker: None,
+            no_worker_for: None,
             results: vec![StageResult::failure(f)],
         };
         let v = present_job(&job);

@@ -5,15 +5,17 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
 use axum::response::Response;
 use axum::routing::{self, MethodRouter};
 use chrono::{DateTime, Utc};
 use kgym_core::{StageIndex, StageKind, Tags};
 use kgym_sched::Error;
 use kgym_sched::Scheduler;
-use kgym_sched::http::reply::{ApiError, ApiJson, ApiQuery, job_id, ok};
-use kgym_sched::types::{ListQuery, LogQuery, Order, SystemLogQuery, TimeField};
+use kgym_sched::http::reply::{ApiError, ApiJson, ApiPath, ApiQuery, job_id, ok};
+use kgym_sched::types::{ListQuery, LogQuery, MAX_PAGE, Order, Page, SystemLogQuery, TagMatch, TagQuery, TimeField};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -145,12 +147,12 @@ async fn list(State(s): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> R
     Ok(ok(compat::present_page(&page, compat::present_summary)))
 }
 
-async fn job(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+async fn job(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Reply {
     let job = s.sched.get(job_id(&id)?).await?;
     Ok(ok(compat::present_job(&job)))
 }
 
-async fn log(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(w): ApiQuery<Window>) -> Reply {
+async fn log(State(s): State<AppState>, ApiPath(id): ApiPath<String>, ApiQuery(w): ApiQuery<Window>) -> Reply {
     let id = job_id(&id)?;
     let (from, to, start, limit) = w.parts()?;
     if limit == 0 {
@@ -158,12 +160,12 @@ async fn log(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(w): Api
         s.sched.get(id).await?;
         return Ok(ok(json!({"result": [], "size": 0, "next": -1, "total": 0})));
     }
-    let q = LogQuery { job: Some(id), from, to, order: Order::NewestFirst, start, limit };
+    let q = LogQuery { job: Some(id), from, to, order: Order::NewestFirst, start, limit, after: None };
     let page = s.sched.logs(&q).await?;
     Ok(ok(compat::present_page(&page, compat::present_log_entry)))
 }
 
-async fn abort(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+async fn abort(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Reply {
     s.sched.abort(job_id(&id)?).await?;
     Ok(ok(Value::Null))
 }
@@ -184,14 +186,18 @@ fn restart_from(p: &RestartParams, allow_current: bool) -> Result<Option<StageIn
     }
 }
 
-async fn restart(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(p): ApiQuery<RestartParams>) -> Reply {
+async fn restart(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<RestartParams>,
+) -> Reply {
     s.sched.restart(job_id(&id)?, restart_from(&p, true)?).await?;
     Ok(ok(Value::Null))
 }
 
 async fn reset(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(p): ApiQuery<RestartParams>,
     ApiJson(raw): ApiJson<RawJob>,
 ) -> Reply {
@@ -209,25 +215,92 @@ struct KeysParams {
     with_values: bool,
 }
 
-async fn keys(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(p): ApiQuery<KeysParams>) -> Reply {
+async fn keys(State(s): State<AppState>, ApiPath(id): ApiPath<String>, ApiQuery(p): ApiQuery<KeysParams>) -> Reply {
     let tags = s.sched.tags(job_id(&id)?).await?;
     if p.with_values { Ok(ok(tags)) } else { Ok(ok(tags.keys().collect::<Vec<_>>())) }
 }
 
-async fn key(State(s): State<AppState>, Path((id, key)): Path<(String, String)>) -> Reply {
+async fn key(State(s): State<AppState>, ApiPath((id, key)): ApiPath<(String, String)>) -> Reply {
     let tags = s.sched.tags(job_id(&id)?).await?;
     Ok(ok(tags.get(&key)))
 }
 
-async fn update_keys(State(s): State<AppState>, Path(id): Path<String>, ApiJson(kv): ApiJson<Tags>) -> Reply {
+async fn update_keys(State(s): State<AppState>, ApiPath(id): ApiPath<String>, ApiJson(kv): ApiJson<Tags>) -> Reply {
     s.sched.merge_tags(job_id(&id)?, kv).await?;
     Ok(ok(Value::Null))
 }
 
-async fn kv(State(s): State<AppState>, Path(key): Path<String>) -> Reply {
-    let matches = s.sched.jobs_with_tag(&key, None).await?;
-    let out: Vec<Value> = matches.iter().map(|m| json!({"job-id": m.job, "key": m.key, "value": m.value})).collect();
-    Ok(ok(out))
+/// Query of `GET /jobs/kv/{key}`.
+#[derive(Debug, Deserialize)]
+struct KvParams {
+    start: Option<u64>,
+    limit: Option<u32>,
+}
+
+fn kv_item(m: &TagMatch) -> Value {
+    json!({"job-id": m.job, "key": m.key, "value": m.value})
+}
+
+/// `GET /jobs/kv/{key}`: kGym's array of `{job-id, key, value}`. With
+/// `start`/`limit`, one page of it; without, every match, streamed page by
+/// page (following cursors), so memory stays bounded however many jobs
+/// carry the key.
+async fn kv(State(s): State<AppState>, ApiPath(key): ApiPath<String>, ApiQuery(p): ApiQuery<KvParams>) -> Reply {
+    if p.start.is_some() || p.limit.is_some() {
+        let limit = p.limit.unwrap_or(20);
+        if limit == 0 {
+            return Ok(ok(Vec::<Value>::new()));
+        }
+        let q = TagQuery { start: p.start.unwrap_or(0), limit, ..TagQuery::new(key, None) };
+        let page = s.sched.jobs_with_tag(&q).await?;
+        return Ok(ok(page.items.iter().map(kv_item).collect::<Vec<_>>()));
+    }
+    // The first page before answering, so a bad request is still a 4xx.
+    let query = TagQuery { limit: MAX_PAGE, ..TagQuery::new(key, None) };
+    let first = s.sched.jobs_with_tag(&query).await?;
+    let state = KvStream { sched: Arc::clone(&s.sched), query, page: Some(first), opened: false };
+    let body = Body::from_stream(futures::stream::unfold(state, KvStream::next_chunk));
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .map_err(|e| ApiError(Error::bad_request(e.to_string())))?)
+}
+
+/// The pages of an unpaged `/jobs/kv/{key}` as chunks of one JSON array.
+struct KvStream {
+    sched: Arc<dyn Scheduler>,
+    query: TagQuery,
+    /// The page to write next; `None` once the array is closed.
+    page: Option<Page<TagMatch>>,
+    opened: bool,
+}
+
+impl KvStream {
+    async fn next_chunk(mut self) -> Option<(Result<String, std::io::Error>, Self)> {
+        let page = self.page.take()?;
+        let mut chunk = String::new();
+        for item in &page.items {
+            chunk.push(if self.opened { ',' } else { '[' });
+            self.opened = true;
+            chunk.push_str(&kv_item(item).to_string());
+        }
+        match (page.next, page.cursor) {
+            (Some(next), Some(cursor)) => {
+                self.query.start = next;
+                self.query.after = Some(cursor);
+                match self.sched.jobs_with_tag(&self.query).await {
+                    Ok(p) => self.page = Some(p),
+                    Err(e) => {
+                        // The answer has begun: all that is left is to cut it.
+                        tracing::warn!(error = %kgym_core::failure::error_chain(&e), "cut a /jobs/kv stream");
+                        return Some((Err(std::io::Error::other(e.to_string())), self));
+                    }
+                }
+            }
+            _ => chunk.push_str(if self.opened { "]" } else { "[]" }),
+        }
+        Some((Ok(chunk), self))
+    }
 }
 
 /// kGym's worker names as our kinds.
@@ -246,19 +319,23 @@ async fn sys_page(s: &AppState, kind: Option<StageKind>, host: Option<String>, w
     if limit == 0 {
         return Ok(ok(json!({"result": [], "size": 0, "next": -1, "total": 0})));
     }
-    let q = SystemLogQuery { kind, host, from, to, order: Order::NewestFirst, start, limit };
+    let q = SystemLogQuery { kind, host, from, to, order: Order::NewestFirst, start, limit, after: None };
     let page = s.sched.system_log(&q).await?;
     Ok(ok(compat::present_page(&page, compat::present_sys_entry)))
 }
 
-async fn worker_type_log(State(s): State<AppState>, Path(kind): Path<String>, ApiQuery(w): ApiQuery<Window>) -> Reply {
+async fn worker_type_log(
+    State(s): State<AppState>,
+    ApiPath(kind): ApiPath<String>,
+    ApiQuery(w): ApiQuery<Window>,
+) -> Reply {
     let kind = our_kind(&kind)?;
     sys_page(&s, Some(kind), None, w).await
 }
 
 async fn worker_instance_log(
     State(s): State<AppState>,
-    Path(host): Path<String>,
+    ApiPath(host): ApiPath<String>,
     ApiQuery(w): ApiQuery<Window>,
 ) -> Reply {
     sys_page(&s, None, Some(host), w).await
@@ -273,7 +350,7 @@ async fn jobs_display(State(s): State<AppState>, ApiQuery(w): ApiQuery<Window>) 
     if limit == 0 {
         return Ok(ok(json!({"result": [], "size": 0, "next": -1, "total": 0})));
     }
-    let q = LogQuery { job: None, from, to, order: Order::NewestFirst, start, limit };
+    let q = LogQuery { job: None, from, to, order: Order::NewestFirst, start, limit, after: None };
     let page = s.sched.logs(&q).await?;
     Ok(ok(compat::present_page(&page, compat::present_log_entry)))
 }

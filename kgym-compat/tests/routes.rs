@@ -169,14 +169,108 @@ async fn wait_until(sched: &dyn Scheduler, id: JobId, limit: Duration, pred: imp
 }
 
 #[tokio::test]
-async fn kgym_writes_need_the_token_and_reads_do_not() {
+async fn kgym_routes_need_the_token_for_reads_and_writes() {
     let f = Fixture::new().await;
     let (s, _) =
         f.call_with("POST", "/jobs/new_raw_job", Some(json!({"job_workers": [], "worker_arguments": []})), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = f.call_with("GET", "/jobs/?mode=by_created_time", None, None).await;
-    assert_eq!(s, StatusCode::OK);
+    for path in ["/jobs/?mode=by_created_time", "/jobs/00000001", "/jobs/kv/x", "/system/displays/jobs/log"] {
+        let (s, b) = f.call_with("GET", path, None, None).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{path}");
+    }
+    // kGym's Python client puts the token in the base URL: HTTP Basic.
+    let s = f.http.get(format!("{}/jobs/?mode=by_created_time", f.url)).basic_auth("kgym", Some(TOKEN)).send().await;
+    assert_eq!(s.unwrap().status(), StatusCode::OK);
     f.shutdown().await;
+}
+
+/// A scheduler with no workers (its `idle` jobs wait) behind kGym's routes.
+async fn idle_server() -> (SqliteScheduler, ServerHandle) {
+    let sched = SqliteScheduler::in_memory(StageRegistry::new().with_kind(StageKind::new("idle").unwrap())).await;
+    let sched = sched.unwrap();
+    let api: Arc<dyn Scheduler> = Arc::new(sched.clone());
+    let server = HttpServer::builder(Arc::clone(&api))
+        .options(ServerOptions::default().token(Some(TOKEN.into())))
+        .merge(router(api, CompatOptions::default()))
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    (sched, server)
+}
+
+#[tokio::test]
+async fn kv_lookups_page_with_start_and_limit_and_stream_every_match_without() {
+    let (sched, server) = idle_server().await;
+    let idle = StageKind::new("idle").unwrap();
+    // More matches than one internal page (500), so the stream spans pages.
+    let mut ids = Vec::new();
+    for i in 0..1203 {
+        let spec = JobSpec::new().stage(idle.clone(), &json!({})).tag("bug", format!("b{}", i % 7));
+        ids.push(sched.submit(spec).await.unwrap());
+        if i % 400 == 0 {
+            sched.submit(JobSpec::new().stage(idle.clone(), &json!({})).tag("other", "x")).await.unwrap();
+        }
+    }
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        let url = server.url();
+        async move { http.get(format!("{url}{path}")).bearer_auth(TOKEN).send().await.unwrap() }
+    };
+    let resp = get("/jobs/kv/bug".into()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(resp.headers().get("content-length").is_none(), "the unpaged answer is streamed");
+    let all: Vec<Value> = resp.json().await.unwrap();
+    let got: Vec<JobId> = all.iter().map(|m| serde_json::from_value(m["job-id"].clone()).unwrap()).collect();
+    assert_eq!(got, ids, "every match once, in job order");
+    assert_eq!(all[8], json!({"job-id": ids[8], "key": "bug", "value": "b1"}));
+    let page: Vec<Value> = get("/jobs/kv/bug?start=1200&limit=10".into()).await.json().await.unwrap();
+    assert_eq!(page.len(), 3);
+    assert_eq!(page[0]["job-id"], json!(ids[1200]));
+    let page: Vec<Value> = get("/jobs/kv/bug?limit=2".into()).await.json().await.unwrap();
+    assert_eq!(page.iter().map(|m| m["job-id"].clone()).collect::<Vec<_>>(), vec![json!(ids[0]), json!(ids[1])]);
+    let none: Vec<Value> = get("/jobs/kv/missing".into()).await.json().await.unwrap();
+    assert!(none.is_empty());
+    let resp = get("/jobs/kv/bug?start=18446744073709551615".into()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    server.shutdown().await;
+    sched.close();
+}
+
+#[tokio::test]
+async fn kgym_key_writes_follow_the_tag_rules_and_errors_are_json() {
+    let (sched, server) = idle_server().await;
+    let id = sched.submit(JobSpec::new().stage(StageKind::new("idle").unwrap(), &json!({})).tag("a", "1")).await;
+    let id = id.unwrap();
+    let http = reqwest::Client::new();
+    let post = |body: Value| {
+        let http = http.clone();
+        let url = format!("{}/jobs/{id}/keys", server.url());
+        async move {
+            let resp = http.post(url).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    for bad in [json!({"": "x"}), json!({"big": "v".repeat(1 << 20)}), json!({"k\u{0}": "x"})] {
+        let (s, b) = post(bad).await;
+        assert_eq!((s, b["code"].as_str()), (StatusCode::BAD_REQUEST, Some("validation")), "{b}");
+    }
+    let many: serde_json::Map<String, Value> = (0..200).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let (s, b) = post(Value::Object(many)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(sched.tags(id).await.unwrap().len(), 1, "a refused write changed the tags");
+    let (s, _) = post(json!({"b": "2"})).await;
+    assert_eq!(s, StatusCode::OK);
+    // Invalid UTF-8 in a path segment: a JSON 400.
+    for path in ["/jobs/%FF", "/jobs/%FF/keys/x", "/jobs/kv/%C3%28", "/system/workers/types/%FF/log"] {
+        let resp = http.get(format!("{}{path}", server.url())).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        let b: Value = resp.json().await.unwrap();
+        assert_eq!(b["code"], "bad-request", "{path}");
+    }
+    server.shutdown().await;
+    sched.close();
 }
 
 #[tokio::test]

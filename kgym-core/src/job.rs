@@ -214,6 +214,11 @@ pub struct Job {
     /// The worker holding the current stage, while one does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// The kind of the queued stage when no live worker runs that kind: the
+    /// job waits until a worker of it registers. `None` while a worker is
+    /// there (or the job runs or ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_worker_for: Option<StageKind>,
     /// One result per stage that ended, in stage order.
     pub results: Vec<StageResult>,
 }

@@ -174,11 +174,18 @@ pub enum Error {
     },
     /// The HTTP server was asked to listen beyond loopback without a token.
     #[error(
-        "listen on {addr} without a bearer token: writes would be open to the network (set a token or listen on 127.0.0.1)"
+        "listen on {addr} without a token: every job, log and write would be open to the network (set a token, or listen on 127.0.0.1)"
     )]
     InsecureListen {
         /// The address.
         addr: SocketAddr,
+    },
+    /// A server refused another event stream to this client: it holds as
+    /// many open as the server allows one client.
+    #[error("open an event stream: this client already holds {limit}, the most the server allows one client")]
+    TooManyStreams {
+        /// The server's limit per client.
+        limit: u64,
     },
     /// An HTTP request could not be sent or its answer not read.
     #[error("send {method} {url}")]

@@ -84,6 +84,7 @@ pub mod runtime;
 mod scheduler;
 pub mod sqlite;
 mod store;
+pub mod tags;
 pub mod types;
 pub mod worker_api;
 

@@ -1,9 +1,11 @@
-//! [`StageRegistry`]: the stage kinds a scheduler accepts at submit, each
-//! with the [`StageSchema`] that checks its argument — the scheduler itself
-//! knows no stage's argument. Submit-time validation collects every
-//! problem, so a client fixes its job in one round trip.
+//! [`StageRegistry`]: the stage kinds a deployment declares, each with the
+//! [`StageSchema`] that checks its argument — the scheduler itself knows no
+//! stage's argument. A scheduler accepts at submit the declared kinds and
+//! the kinds its live workers run ([`StageRegistry::check_served`]).
+//! Submit-time validation collects every problem, so a client fixes its
+//! job in one round trip.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -11,9 +13,6 @@ use kgym_core::stage::{StagePosition, stage_refs};
 use kgym_core::{JobSpec, StageIndex, StageKind, StageSchema};
 
 use crate::error::Problem;
-
-/// Longest accepted tag key or value, in bytes.
-const MAX_TAG_LEN: usize = 4096;
 
 /// The kinds a scheduler accepts, each with the schema that checks its
 /// arguments (or none: any argument is taken as it is).
@@ -85,20 +84,21 @@ impl StageRegistry {
         self.kinds.keys()
     }
 
-    /// Checks `spec` and lists every problem (empty when it is fine).
+    /// Checks `spec` against the declared kinds and lists every problem
+    /// (empty when it is fine).
     pub fn check(&self, spec: &JobSpec) -> Vec<Problem> {
+        self.check_served(spec, &BTreeSet::new())
+    }
+
+    /// Checks `spec`, accepting the declared kinds and `live` (the kinds
+    /// live workers run; their arguments are not checked unless a schema is
+    /// declared), and lists every problem. Tags follow [`crate::tags`].
+    pub fn check_served(&self, spec: &JobSpec, live: &BTreeSet<StageKind>) -> Vec<Problem> {
         let mut problems = Vec::new();
         if spec.stages.is_empty() {
             problems.push(Problem::job("the job has no stages"));
         }
-        for (key, value) in &spec.tags {
-            if key.is_empty() {
-                problems.push(Problem::job("a tag has an empty key"));
-            }
-            if key.len() > MAX_TAG_LEN || value.len() > MAX_TAG_LEN {
-                problems.push(Problem::job(format!("tag {key:.40?} is longer than {MAX_TAG_LEN} bytes")));
-            }
-        }
+        problems.extend(crate::tags::check(&spec.tags));
         for (i, stage) in spec.stages.iter().enumerate() {
             let at = StagePosition::new(StageIndex(i as u32), &spec.stages);
             let mut push = |message: String| {
@@ -108,8 +108,10 @@ impl StageRegistry {
                 }
             };
             match self.kinds.get(&stage.kind) {
+                None if live.contains(&stage.kind) => {}
                 None => {
-                    let known: Vec<&str> = self.kinds().map(StageKind::as_str).collect();
+                    let known: BTreeSet<&str> = self.kinds().chain(live).map(StageKind::as_str).collect();
+                    let known: Vec<&str> = known.into_iter().collect();
                     push(format!(
                         "no worker runs stage kind {:?} (accepted kinds: {})",
                         stage.kind.as_str(),
@@ -206,6 +208,19 @@ mod tests {
         let spec = JobSpec::new().tag("", "x");
         let problems = StageRegistry::new().check(&spec);
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn kinds_of_live_workers_are_accepted_beside_the_declared_ones() {
+        let lint = StageKind::new("lint").unwrap();
+        let spec = JobSpec::new().stage(lint.clone(), &json!({"any": "thing"}));
+        let problems = StageRegistry::stock().check(&spec);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let live = BTreeSet::from([lint, StageKind::new("fuzz").unwrap()]);
+        assert_eq!(StageRegistry::stock().check_served(&spec, &live), vec![]);
+        let other = JobSpec::new().stage(StageKind::new("other").unwrap(), &json!(null));
+        let text = StageRegistry::new().check_served(&other, &live)[0].to_string();
+        assert!(text.ends_with("no worker runs stage kind \"other\" (accepted kinds: fuzz, lint)"), "{text}");
     }
 
     #[derive(serde::Serialize, serde::Deserialize)]

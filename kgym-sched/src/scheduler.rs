@@ -13,12 +13,10 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use kgym_core::{Job, JobId, JobSpec, StageIndex, Tags};
 
-#[allow(unused_imports)] // for doc links
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::types::{
     JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, Page, Stats, StatsQuery, StatusCounts, SystemLogEntry,
-    SystemLogQuery, TagMatch, WorkerStatus,
+    SystemLogQuery, TagMatch, TagQuery, WorkerStatus,
 };
 
 /// The events of one job, ending after the terminal status event.
@@ -32,13 +30,16 @@ pub type EventStream = BoxStream<'static, Result<JobEvent>>;
 pub trait Scheduler: Send + Sync + fmt::Debug + 'static {
     /// Validates and stores a job, queues its first stage and returns its id.
     /// A bad spec is refused with [`Error::Validation`] listing every
-    /// problem.
+    /// problem. Accepted are the kinds the deployment declares and the
+    /// kinds live workers run; tags follow [`crate::tags`].
     async fn submit(&self, spec: JobSpec) -> Result<JobId>;
 
     /// The job as it is now.
     async fn get(&self, id: JobId) -> Result<Job>;
 
-    /// A page of job summaries.
+    /// A page of job summaries. A `limit` outside `1..=MAX_PAGE` or a
+    /// `start` past [`MAX_START`](crate::types::MAX_START) is refused with
+    /// [`Error::BadRequest`].
     async fn list(&self, query: &ListQuery) -> Result<Page<JobSummary>>;
 
     /// How many of the jobs `query` selects (ignoring its status and page)
@@ -64,15 +65,18 @@ pub trait Scheduler: Send + Sync + fmt::Debug + 'static {
     /// The job's tags.
     async fn tags(&self, id: JobId) -> Result<Tags>;
 
-    /// Replaces the job's tags.
+    /// Replaces the job's tags (refused with [`Error::Validation`] when they
+    /// break the rules of [`crate::tags`]).
     async fn set_tags(&self, id: JobId, tags: Tags) -> Result<Tags>;
 
-    /// Adds or overwrites the given tags, keeping the others.
+    /// Adds or overwrites the given tags, keeping the others (refused with
+    /// [`Error::Validation`] when they, or the job's tags after the merge,
+    /// break the rules of [`crate::tags`]).
     async fn merge_tags(&self, id: JobId, tags: Tags) -> Result<Tags>;
 
-    /// Every job carrying tag `key` (with value `value`, when given), in
-    /// job order.
-    async fn jobs_with_tag(&self, key: &str, value: Option<&str>) -> Result<Vec<TagMatch>>;
+    /// A page of the jobs carrying tag `query.key` (with value
+    /// `query.value`, when given), in job order.
+    async fn jobs_with_tag(&self, query: &TagQuery) -> Result<Page<TagMatch>>;
 
     /// A page of log lines (one job's, or every job's).
     async fn logs(&self, query: &LogQuery) -> Result<Page<JobLogEntry>>;
@@ -99,6 +103,8 @@ pub trait Scheduler: Send + Sync + fmt::Debug + 'static {
 pub trait SchedulerExt: Scheduler {
     /// Waits until the job is finished or aborted and returns it. Uses
     /// [`Scheduler::watch`] (no polling); a dropped watch is re-opened.
+    /// When a server refuses another event stream to this client
+    /// ([`Error::TooManyStreams`]), it polls the job every second instead.
     async fn wait(&self, id: JobId) -> Result<Job> {
         let mut failures = 0u32;
         loop {
@@ -117,6 +123,14 @@ pub trait SchedulerExt: Scheduler {
                     }
                 }
                 Err(e) if e.is_not_found() => return Err(e),
+                Err(Error::TooManyStreams { .. }) => {
+                    let job = self.get(id).await?;
+                    if job.status.is_terminal() {
+                        return Ok(job);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
                 Err(e) => {
                     failures += 1;
                     if failures > 20 {
@@ -159,7 +173,7 @@ pub trait SchedulerExt: Scheduler {
             let page = self.logs(&query).await?;
             out.extend(page.items);
             match page.next {
-                Some(next) => query.start = next,
+                Some(next) => (query.start, query.after) = (next, page.cursor),
                 None => return Ok(out),
             }
         }

@@ -129,8 +129,9 @@ pub enum ReportAck {
 /// The scheduler as workers see it.
 #[async_trait]
 pub trait WorkerBackend: Send + Sync + fmt::Debug + 'static {
-    /// Announces a worker process and the kinds it runs (they become
-    /// accepted at submit).
+    /// Announces a worker process and the kinds it runs (they are accepted
+    /// at submit while the worker is live: it claims or heartbeats within
+    /// the scheduler's worker TTL and has not deregistered).
     async fn register(&self, info: &WorkerInfo) -> Result<()>;
 
     /// Takes the next ready stage of `req.kind`, waiting up to `req.wait`;

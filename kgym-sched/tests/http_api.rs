@@ -67,7 +67,7 @@ fn echo_spec() -> JobSpec {
 }
 
 #[tokio::test]
-async fn writes_need_the_token_and_reads_do_not() {
+async fn the_token_guards_reads_and_writes_but_not_health() {
     let f = Fixture::new().await;
     let spec = serde_json::to_value(echo_spec()).unwrap();
     let (s, b) = f.call_with("POST", "/api/v1/jobs", Some(spec.clone()), None).await;
@@ -78,15 +78,82 @@ async fn writes_need_the_token_and_reads_do_not() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, b) = f.call_with("POST", "/api/v1/jobs", Some(spec), Some(TOKEN)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, _) = f.call_with("GET", "/api/v1/jobs", None, None).await;
+    let id = b["id"].as_str().unwrap().to_owned();
+
+    // Every read but health needs the token too.
+    let reads: Vec<String> = route_table()
+        .into_iter()
+        .filter(|(m, _)| *m == "get")
+        .map(|(_, p)| {
+            p.replace("{id}", &id).replace("{key}", "suite").replace("{*key}", &format!("jobs/{id}/0_echo/x"))
+        })
+        .collect();
+    assert!(reads.len() >= 14, "{reads:?}");
+    for path in &reads {
+        let (s, b) = f.call_with("GET", path, None, None).await;
+        if path == "/api/v1/health" {
+            assert_eq!(s, StatusCode::OK, "{path}");
+            continue;
+        }
+        assert_eq!((s, b["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{path}: {b}");
+        let (s, _) = f.call_with("GET", path, None, Some("wrong")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path} with a wrong token");
+    }
+    for path in
+        ["/api/v1/jobs", &format!("/api/v1/jobs/{id}"), "/api/v1/system/log", "/api/v1/workers", "/api/v1/stats"]
+    {
+        let (s, b) = f.call_with("GET", path, None, Some(TOKEN)).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {b}");
+    }
+
+    // Scheme names are case-insensitive; Basic auth carries the token as
+    // its password (any user), also from a URL's user info.
+    let http = &f.http;
+    let list = format!("{}/api/v1/jobs", f.url);
+    for header in [format!("bearer {TOKEN}"), format!("BEARER {TOKEN}")] {
+        let s = http.get(&list).header("authorization", header.clone()).send().await.unwrap().status();
+        assert_eq!(s, StatusCode::OK, "{header}");
+    }
+    let s = http.get(&list).basic_auth("kgym", Some(TOKEN)).send().await.unwrap().status();
     assert_eq!(s, StatusCode::OK);
-    // A client without the token gets a typed error.
+    let s = http.get(&list).basic_auth("kgym", Some("wrong")).send().await.unwrap().status();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let s = http.get(&list).basic_auth(TOKEN, None::<&str>).send().await.unwrap().status();
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the token is the password, not the user");
+    let with_user_info = f.url.replace("http://", &format!("http://kgym:{TOKEN}@"));
+    let s = http.get(format!("{with_user_info}/api/v1/jobs/{id}")).send().await.unwrap().status();
+    assert_eq!(s, StatusCode::OK);
+    let via_url = HttpScheduler::new(&with_user_info).unwrap();
+    assert_eq!(via_url.get(id.parse().unwrap()).await.unwrap().id.to_string(), id);
+
+    // A client without the token gets a typed error, for reads too.
     let anon = HttpScheduler::new(&f.url).unwrap();
-    match anon.submit(echo_spec()).await {
-        Err(Error::Remote { status: 401, code, .. }) => assert_eq!(code, "unauthorized"),
-        other => panic!("unexpected {other:?}"),
+    for result in [anon.submit(echo_spec()).await.map(drop), anon.get(id.parse().unwrap()).await.map(drop)] {
+        match result {
+            Err(Error::Remote { status: 401, code, .. }) => assert_eq!(code, "unauthorized"),
+            other => panic!("unexpected {other:?}"),
+        }
     }
     f.gym.shutdown().await;
+}
+
+#[tokio::test]
+async fn public_reads_open_reads_and_keep_writes_closed() {
+    let gym = TestGym::start(TestGymConfig {
+        kinds: vec![StageKind::new("echo").unwrap()],
+        http: Some(ServerOptions::default().token(Some(TOKEN.into())).public_reads(true)),
+        ..Default::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let id = gym.sched.submit(echo_spec()).await.unwrap();
+    for path in ["/api/v1/jobs".to_owned(), format!("/api/v1/jobs/{id}"), "/api/v1/jobs/counts".into()] {
+        let s = http.get(format!("{}{path}", gym.url())).send().await.unwrap().status();
+        assert_eq!(s, StatusCode::OK, "{path}");
+    }
+    let s = http.post(format!("{}/api/v1/jobs/{id}/abort", gym.url())).send().await.unwrap().status();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    gym.shutdown().await;
 }
 
 #[tokio::test]
@@ -185,13 +252,45 @@ async fn merged_routes_are_served_behind_the_same_token() {
         .unwrap();
     let http = reqwest::Client::new();
     let got = http.get(format!("{}/extra/hello", server.url())).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::UNAUTHORIZED, "a merged read needs the token");
+    let got = http.get(format!("{}/extra/hello", server.url())).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!((got.status(), got.text().await.unwrap().as_str()), (StatusCode::OK, "hello"));
     let post = http.post(format!("{}/extra/hello", server.url())).send().await.unwrap();
     assert_eq!(post.status(), StatusCode::UNAUTHORIZED, "a merged write needs the token");
     let post = http.post(format!("{}/extra/hello", server.url())).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(post.status(), StatusCode::OK);
-    let missing = http.get(format!("{}/extra/nope", server.url())).send().await.unwrap();
+    let missing = http.get(format!("{}/extra/nope", server.url())).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn public_merged_routes_need_no_token_but_keep_the_limits() {
+    let sched = SqliteScheduler::in_memory(StageRegistry::new()).await.unwrap();
+    let page = axum::Router::new()
+        .route("/", get(|| async { "<html>shell</html>" }))
+        .route("/ui/echo", axum::routing::post(|body: String| async move { body }));
+    let server = HttpServer::builder(Arc::new(sched))
+        .options(ServerOptions::default().token(Some(TOKEN.into())).body_limit(64).max_uri(256))
+        .merge_public(page)
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = server.url();
+    let shell = http.get(format!("{url}/")).send().await.unwrap();
+    assert_eq!((shell.status(), shell.text().await.unwrap().as_str()), (StatusCode::OK, "<html>shell</html>"));
+    let echoed = http.post(format!("{url}/ui/echo")).body("hi").send().await.unwrap();
+    assert_eq!(echoed.text().await.unwrap(), "hi");
+    let big = http.post(format!("{url}/ui/echo")).body("x".repeat(100)).send().await.unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let long = http.get(format!("{url}/?q={}", "x".repeat(300))).send().await.unwrap();
+    assert_eq!(long.status(), StatusCode::URI_TOO_LONG);
+    // The API beside them still needs the token.
+    let api = http.get(format!("{url}/api/v1/jobs")).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let api = http.get(format!("{url}/api/v1/jobs")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::OK);
     server.shutdown().await;
 }
 

@@ -19,7 +19,8 @@ pub struct ServerArgs {
     /// The server's base URL.
     #[arg(long, env = "KGYM_SERVER", default_value = "http://127.0.0.1:8000")]
     pub server: String,
-    /// Bearer token for writes (the server's `--token`).
+    /// The server's token (`--token` of `kgym serve`), sent with every
+    /// request; a token in the URL (`http://user:TOKEN@host`) works too.
     #[arg(long, env = "KGYM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
@@ -129,9 +130,10 @@ fn describe(job: &Job) {
                 Some(f) => format!("FAILED: {f}"),
                 None => format!("FAILED: {}", r.message),
             },
-            None if job.current_stage == Some(StageIndex(i as u32)) => match &job.worker {
-                Some(w) => format!("running on {w}"),
-                None => "queued".to_owned(),
+            None if job.current_stage == Some(StageIndex(i as u32)) => match (&job.worker, &job.no_worker_for) {
+                (Some(w), _) => format!("running on {w}"),
+                (None, Some(kind)) => format!("queued, waiting for a worker: no live worker runs {kind} stages"),
+                (None, None) => "queued".to_owned(),
             },
             None => "-".to_owned(),
         };

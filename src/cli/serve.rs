@@ -12,9 +12,15 @@ pub struct Args {
     /// Address to listen on. Beyond loopback a token is required.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Bearer token required for writes (and for everything beyond loopback).
-    #[arg(long, env = "KGYM_TOKEN")]
+    /// Token every request needs (reads too, all but /api/v1/health), as
+    /// `Authorization: Bearer <token>` or the password of HTTP Basic auth
+    /// (`http://user:<token>@host:port`). Required beyond loopback.
+    #[arg(long, env = "KGYM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Let reads (GET) through without the token, for a trusted network:
+    /// jobs show configs, git URLs and reproducers. Writes still need it.
+    #[arg(long, env = "KGYM_PUBLIC_READS")]
+    pub public_reads: bool,
     /// Concurrent build stages.
     #[arg(long, default_value_t = 1)]
     pub build_slots: u32,
@@ -32,7 +38,10 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
         .gym()
         .build_slots(args.build_slots)
         .reproduce_slots(args.reproduce_slots)
-        .serve_http(args.listen, kgym::sched::http::ServerOptions::default().token(args.token))
+        .serve_http(
+            args.listen,
+            kgym::sched::http::ServerOptions::default().token(args.token).public_reads(args.public_reads),
+        )
         .start()
         .await?;
     eprintln!(

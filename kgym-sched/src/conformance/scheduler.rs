@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{Harness, MUST_HAPPEN};
 use crate::error::Error;
 use crate::scheduler::SchedulerExt;
-use crate::types::{JobEvent, ListQuery, LogQuery, Order, SystemLogQuery, TimeField};
+use crate::types::{JobEvent, ListQuery, LogQuery, Order, SystemLogQuery, TagQuery, TimeField};
 use crate::worker_api::StageOutcome;
 
 /// Runs every test of the suite.
@@ -31,6 +31,9 @@ pub async fn run_all(h: &Harness) {
     listings_filter_by_tag_and_count_by_status(h).await;
     workers_are_listed_with_what_they_hold(h).await;
     stats_count_hours_durations_and_headlines(h).await;
+    every_tag_write_follows_one_rule_set(h).await;
+    pages_are_bounded_and_cursors_continue_them(h).await;
+    kinds_are_accepted_while_their_workers_live(h).await;
 }
 
 /// Claims and succeeds `n` stages of `kind`, each storing one artifact.
@@ -197,10 +200,11 @@ pub async fn tags_can_be_read_set_merged_and_searched(h: &Harness) {
     assert_eq!(s.merge_tags(b, Tags::from([("extra".into(), "1".into())])).await.unwrap().len(), 2);
     assert_eq!(s.set_tags(a, Tags::from([(key.clone(), "x".into())])).await.unwrap().len(), 1);
     assert_eq!(s.tags(a).await.unwrap(), Tags::from([(key.clone(), "x".into())]));
-    let all = s.jobs_with_tag(&key, None).await.unwrap();
-    assert_eq!(all.iter().map(|m| (m.job, m.value.as_str())).collect::<Vec<_>>(), vec![(a, "x"), (b, "y")]);
-    assert_eq!(s.jobs_with_tag(&key, Some("y")).await.unwrap().len(), 1);
-    assert!(s.jobs_with_tag(&format!("none-{kind}"), None).await.unwrap().is_empty());
+    let all = s.jobs_with_tag(&TagQuery::new(&key, None)).await.unwrap();
+    assert_eq!(all.items.iter().map(|m| (m.job, m.value.as_str())).collect::<Vec<_>>(), vec![(a, "x"), (b, "y")]);
+    assert_eq!((all.total, all.next), (2, None));
+    assert_eq!(s.jobs_with_tag(&TagQuery::new(&key, Some("y".into()))).await.unwrap().items.len(), 1);
+    assert_eq!(s.jobs_with_tag(&TagQuery::new(format!("none-{kind}"), None)).await.unwrap().total, 0);
 }
 
 /// Job logs, the job list and the system log page and filter.
@@ -240,6 +244,7 @@ pub async fn logs_and_listings_page(h: &Harness) {
     let sys = sys.unwrap();
     assert!(sys.items.iter().any(|e| e.message.contains("handed to conformance/logger")), "{sys:?}");
     assert!(sys.items.iter().all(|e| e.kind.as_ref() == Some(&kind)), "{sys:?}");
+    assert_eq!(sys.total as usize, sys.items.len(), "the total of a kind's lines: {sys:?}");
     h.workers.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
     for id in ids {
         if id != c.lease.job {
@@ -380,4 +385,149 @@ pub async fn stats_count_hours_durations_and_headlines(h: &Harness) {
     assert_eq!(t.count, 2);
     let later = h.scheduler.stats(&StatsQuery { since: Some(chrono::Utc::now()), top: 10 }).await.unwrap();
     assert!(later.headlines.iter().all(|x| x.headline != title), "the window is honoured: {later:?}");
+}
+
+/// Submit, replace, merge and reset apply one rule set to tags: keys not
+/// empty, keys and values bounded, a bounded number of tags per job (also
+/// after a merge); a refused write changes nothing.
+pub async fn every_tag_write_follows_one_rule_set(h: &Harness) {
+    use crate::tags::{MAX_KEY_LEN, MAX_TAGS, MAX_VALUE_LEN};
+    let kind = h.kind("tagrules").await;
+    let s = &h.scheduler;
+    let refused = |r: crate::Result<Tags>, what: &str| match r {
+        Err(Error::Validation { problems }) => assert!(!problems.is_empty(), "{what}"),
+        other => panic!("{what}: {other:?}"),
+    };
+    let many: Tags = (0..=MAX_TAGS).map(|i| (format!("k{i}"), String::new())).collect();
+    let err = s.submit(Harness::spec(&kind, 1).tag("", "x")).await.unwrap_err();
+    assert!(err.problems().iter().any(|p| p.message.contains("empty key")), "{err}");
+    let err = s.submit(JobSpec { tags: many.clone(), ..Harness::spec(&kind, 1) }).await.unwrap_err();
+    assert!(err.problems().iter().any(|p| p.message.contains(&format!("at most {MAX_TAGS} tags"))), "{err}");
+
+    let id = s.submit(Harness::spec(&kind, 1).tag("keep", "me")).await.unwrap();
+    let big = "v".repeat(MAX_VALUE_LEN + 1);
+    refused(s.merge_tags(id, Tags::from([(String::new(), "x".into())])).await, "merge an empty key");
+    refused(s.set_tags(id, Tags::from([("k".into(), big.clone())])).await, "set a huge value");
+    refused(s.merge_tags(id, Tags::from([("k".repeat(MAX_KEY_LEN + 1), "x".into())])).await, "merge a long key");
+    refused(s.set_tags(id, many.clone()).await, "set too many");
+    // Alone each merge is fine; together with the job's tag they are one
+    // too many.
+    let fill: Tags = (0..MAX_TAGS).map(|i| (format!("k{i}"), "v".into())).collect();
+    refused(s.merge_tags(id, fill.clone()).await, "merge past the limit");
+    assert_eq!(s.tags(id).await.unwrap(), Tags::from([("keep".into(), "me".into())]), "a refused write changed tags");
+    assert_eq!(s.set_tags(id, fill.clone()).await.unwrap().len(), MAX_TAGS, "exactly the limit is fine");
+    finish(h, &kind, 1).await;
+    let err = s.reset(id, Harness::spec(&kind, 1).tag("one-more", "x"), StageIndex(0)).await.unwrap_err();
+    assert!(err.problems().iter().any(|p| p.message.contains(&format!("at most {MAX_TAGS} tags"))), "{err}");
+    assert_eq!(s.get(id).await.unwrap().status, JobStatus::Finished, "a refused reset changed the job");
+}
+
+/// Pages refuse a `start` past [`MAX_START`](crate::types::MAX_START) and
+/// empty or oversized pages; `next` is always past `start`; following
+/// cursors gives the same pages as following `next`, for jobs (by
+/// submission and by modification), tags and logs.
+pub async fn pages_are_bounded_and_cursors_continue_them(h: &Harness) {
+    use crate::types::{MAX_PAGE, MAX_START, TagQuery};
+    let kind = h.kind("cursor").await;
+    let s = &h.scheduler;
+    let key = format!("page-{kind}");
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(s.submit(Harness::spec(&kind, 1).tag(&key, if i % 2 == 0 { "even" } else { "odd" })).await.unwrap());
+    }
+    let bad = |r: crate::Result<()>, what: &str| assert!(matches!(r, Err(Error::BadRequest { .. })), "{what}: {r:?}");
+    let tagged = ListQuery::new().tagged(&key, None);
+    bad(s.list(&ListQuery { start: MAX_START + 1, ..tagged.clone() }).await.map(drop), "start past MAX_START");
+    bad(s.list(&ListQuery { start: u64::MAX, ..tagged.clone() }).await.map(drop), "start u64::MAX");
+    bad(s.list(&ListQuery { limit: MAX_PAGE + 1, ..tagged.clone() }).await.map(drop), "limit past MAX_PAGE");
+    bad(s.list(&ListQuery { after: Some("junk".into()), ..tagged.clone() }).await.map(drop), "a junk cursor");
+    bad(
+        s.list(&ListQuery { tag: None, tag_value: Some("x".into()), ..ListQuery::new() }).await.map(drop),
+        "value alone",
+    );
+    let far = s.list(&ListQuery { start: MAX_START, ..tagged.clone() }).await.unwrap();
+    assert!(far.items.is_empty() && far.next.is_none(), "{far:?}");
+    bad(s.jobs_with_tag(&TagQuery { start: u64::MAX, ..TagQuery::new(&key, None) }).await.map(drop), "tags start");
+    bad(s.logs(&LogQuery { start: u64::MAX, ..LogQuery::default() }).await.map(drop), "logs start");
+
+    // Jobs by submission: pages of 3 by offset and by cursor agree.
+    for by in [TimeField::Created, TimeField::Modified] {
+        for order in [Order::NewestFirst, Order::OldestFirst] {
+            let q = ListQuery { by, order, limit: 3, ..tagged.clone() };
+            let (mut by_offset, mut by_cursor) = (Vec::new(), Vec::new());
+            let (mut a, mut b) = (q.clone(), q.clone());
+            loop {
+                let p = s.list(&a).await.unwrap();
+                assert_eq!(p.total, 7);
+                by_offset.extend(p.items.iter().map(|j| j.id));
+                match p.next {
+                    Some(n) => {
+                        assert!(n > a.start, "next {n} is not past start {}", a.start);
+                        a.start = n;
+                    }
+                    None => break,
+                }
+            }
+            loop {
+                let p = s.list(&b).await.unwrap();
+                by_cursor.extend(p.items.iter().map(|j| j.id));
+                match (p.next, p.cursor) {
+                    (Some(n), Some(c)) => (b.start, b.after) = (n, Some(c)),
+                    (None, None) => break,
+                    other => panic!("next and cursor disagree: {other:?}"),
+                }
+            }
+            let mut expected = ids.clone();
+            if order == Order::NewestFirst && by == TimeField::Created {
+                expected.reverse();
+            }
+            if by == TimeField::Created {
+                assert_eq!(by_offset, expected, "{by:?} {order:?}");
+            }
+            assert_eq!(by_cursor, by_offset, "{by:?} {order:?}");
+        }
+    }
+    // Tags: cursor pages cover every match once.
+    let mut q = TagQuery { limit: 2, ..TagQuery::new(&key, Some("even".into())) };
+    let mut seen = Vec::new();
+    loop {
+        let p = s.jobs_with_tag(&q).await.unwrap();
+        assert_eq!(p.total, 4);
+        seen.extend(p.items.iter().map(|m| m.job));
+        match p.next {
+            Some(n) => (q.start, q.after) = (n, p.cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![ids[0], ids[2], ids[4], ids[6]]);
+    let newest = s.jobs_with_tag(&TagQuery { order: Order::NewestFirst, limit: 1, ..TagQuery::new(&key, None) }).await;
+    assert_eq!(newest.unwrap().items[0].job, ids[6]);
+    for id in ids {
+        s.abort(id).await.unwrap();
+    }
+}
+
+/// A kind no deployment declares is accepted at submit while a live
+/// worker runs it; when its workers are gone it is refused, and a queued
+/// job of it says it waits for a worker.
+pub async fn kinds_are_accepted_while_their_workers_live(h: &Harness) {
+    use crate::worker_api::WorkerInfo;
+    let kind = super::fresh_kind("live");
+    let host = format!("live-{kind}");
+    let s = &h.scheduler;
+    let err = s.submit(Harness::spec(&kind, 1)).await.unwrap_err();
+    assert!(err.problems().iter().any(|p| p.message.contains("no worker runs")), "{err}");
+    h.workers.register(&WorkerInfo::new(&host, vec![(kind.clone(), 1)])).await.unwrap();
+    let id = s.submit(Harness::spec(&kind, 1)).await.unwrap();
+    assert_eq!(s.get(id).await.unwrap().no_worker_for, None);
+    h.workers.deregister(&host).await.unwrap();
+    let err = s.submit(Harness::spec(&kind, 1)).await.unwrap_err();
+    assert!(err.problems().iter().any(|p| p.message.contains("no worker runs")), "{err}");
+    let job = s.get(id).await.unwrap();
+    assert_eq!((job.status, job.no_worker_for.as_ref()), (JobStatus::Pending, Some(&kind)));
+    let listed = s.list(&ListQuery { status: Some(JobStatus::Pending), limit: 500, ..ListQuery::new() }).await.unwrap();
+    let mine = listed.items.iter().find(|j| j.id == id).unwrap_or_else(|| panic!("{id} not listed"));
+    assert_eq!(mine.no_worker_for.as_ref(), Some(&kind));
+    s.abort(id).await.unwrap();
+    assert_eq!(s.get(id).await.unwrap().no_worker_for, None, "an ended job waits for nothing");
 }

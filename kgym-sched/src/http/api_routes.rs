@@ -2,7 +2,10 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -11,9 +14,9 @@ use kgym_core::{JobSpec, JobStatus, StageIndex, Tags};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::reply::{ApiError, ApiJson, ApiQuery, job_id, ok};
+use super::reply::{ApiError, ApiJson, ApiPath, ApiQuery, job_id, ok};
 use super::server::AppState;
-use crate::types::{DEFAULT_PAGE, ListQuery, LogQuery, Order, StatsQuery, SystemLogQuery, TimeField};
+use crate::types::{DEFAULT_PAGE, ListQuery, LogQuery, Order, StatsQuery, SystemLogQuery, TagQuery, TimeField};
 
 type Reply = Result<Response, ApiError>;
 
@@ -41,6 +44,7 @@ pub(crate) struct ListParams {
     #[serde(default)]
     start: u64,
     limit: Option<u32>,
+    after: Option<String>,
 }
 
 impl ListParams {
@@ -55,6 +59,7 @@ impl ListParams {
             order: self.order,
             start: self.start,
             limit: self.limit.unwrap_or(DEFAULT_PAGE),
+            after: self.after,
         }
     }
 }
@@ -75,11 +80,11 @@ pub(crate) async fn stats(State(s): State<AppState>, ApiQuery(q): ApiQuery<Stats
     Ok(ok(s.sched.stats(&q).await?))
 }
 
-pub(crate) async fn get(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+pub(crate) async fn get(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Reply {
     Ok(ok(s.sched.get(job_id(&id)?).await?))
 }
 
-pub(crate) async fn abort(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+pub(crate) async fn abort(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Reply {
     Ok(ok(s.sched.abort(job_id(&id)?).await?))
 }
 
@@ -91,7 +96,7 @@ pub(crate) struct FromParam {
 
 pub(crate) async fn restart(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(p): ApiQuery<FromParam>,
 ) -> Reply {
     Ok(ok(s.sched.restart(job_id(&id)?, p.from.map(StageIndex)).await?))
@@ -99,24 +104,28 @@ pub(crate) async fn restart(
 
 pub(crate) async fn reset(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(p): ApiQuery<FromParam>,
     ApiJson(spec): ApiJson<JobSpec>,
 ) -> Reply {
     Ok(ok(s.sched.reset(job_id(&id)?, spec, StageIndex(p.from.unwrap_or(0))).await?))
 }
 
-pub(crate) async fn get_tags(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+pub(crate) async fn get_tags(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Reply {
     Ok(ok(s.sched.tags(job_id(&id)?).await?))
 }
 
-pub(crate) async fn set_tags(State(s): State<AppState>, Path(id): Path<String>, ApiJson(tags): ApiJson<Tags>) -> Reply {
+pub(crate) async fn set_tags(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(tags): ApiJson<Tags>,
+) -> Reply {
     Ok(ok(s.sched.set_tags(job_id(&id)?, tags).await?))
 }
 
 pub(crate) async fn merge_tags(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(tags): ApiJson<Tags>,
 ) -> Reply {
     Ok(ok(s.sched.merge_tags(job_id(&id)?, tags).await?))
@@ -124,16 +133,29 @@ pub(crate) async fn merge_tags(
 
 /// Query of `GET /api/v1/tags/{key}`.
 #[derive(Debug, Deserialize)]
-pub(crate) struct ValueParam {
+pub(crate) struct TagParams {
     value: Option<String>,
+    order: Option<Order>,
+    #[serde(default)]
+    start: u64,
+    limit: Option<u32>,
+    after: Option<String>,
 }
 
 pub(crate) async fn tagged(
     State(s): State<AppState>,
-    Path(key): Path<String>,
-    ApiQuery(p): ApiQuery<ValueParam>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(p): ApiQuery<TagParams>,
 ) -> Reply {
-    Ok(ok(s.sched.jobs_with_tag(&key, p.value.as_deref()).await?))
+    let q = TagQuery {
+        key,
+        value: p.value,
+        order: p.order.unwrap_or(Order::OldestFirst),
+        start: p.start,
+        limit: p.limit.unwrap_or(DEFAULT_PAGE),
+        after: p.after,
+    };
+    Ok(ok(s.sched.jobs_with_tag(&q).await?))
 }
 
 /// Query of the log routes.
@@ -145,6 +167,7 @@ pub(crate) struct LogParams {
     #[serde(default)]
     start: u64,
     limit: Option<u32>,
+    after: Option<String>,
 }
 
 impl LogParams {
@@ -156,13 +179,14 @@ impl LogParams {
             order: self.order.unwrap_or(Order::OldestFirst),
             start: self.start,
             limit: self.limit.unwrap_or(DEFAULT_PAGE),
+            after: self.after,
         }
     }
 }
 
 pub(crate) async fn job_log(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(p): ApiQuery<LogParams>,
 ) -> Reply {
     Ok(ok(s.sched.logs(&p.query(Some(job_id(&id)?))).await?))
@@ -177,10 +201,21 @@ pub(crate) async fn system_log(State(s): State<AppState>, ApiQuery(q): ApiQuery<
 }
 
 /// `GET /api/v1/jobs/{id}/events`: the watch stream as server-sent events
-/// (`event: job`, JSON data); it ends after the terminal status.
-pub(crate) async fn events(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
-    let stream = s.sched.watch(job_id(&id)?).await?;
-    let events = stream.map(|ev| {
+/// (`event: job`, JSON data); it ends after the terminal status, or when
+/// the server stops. A client holds a bounded number of them open (429
+/// beyond).
+pub(crate) async fn events(
+    State(s): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ApiPath(id): ApiPath<String>,
+) -> Reply {
+    let id = job_id(&id)?;
+    let permit = s.streams.acquire(peer.map(|Extension(ConnectInfo(addr))| addr.ip()))?;
+    let stream = s.sched.watch(id).await?;
+    let stop = s.stop.clone();
+    let events = stream.take_until(async move { stop.cancelled().await }).map(move |ev| {
+        // The permit lives as long as the stream.
+        let _held = &permit;
         Ok::<_, Infallible>(match ev {
             Ok(ev) => Event::default()
                 .event("job")

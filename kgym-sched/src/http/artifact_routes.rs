@@ -3,14 +3,14 @@
 //! kernels as downloads).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use futures::TryStreamExt;
 use kgym_core::{ArtifactKey, ArtifactStore};
 use serde_json::json;
 
-use super::reply::{ApiError, error_response, job_id, ok};
+use super::reply::{ApiError, ApiPath, error_response, job_id, ok};
 use super::server::AppState;
 use crate::error::Error;
 
@@ -28,7 +28,7 @@ fn store(s: &AppState) -> Result<&ArtifactStore, Box<Response>> {
 }
 
 /// `GET /api/v1/jobs/{id}/artifacts`: `[{key, size}]`.
-pub(crate) async fn list(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, Response> {
+pub(crate) async fn list(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Response, Response> {
     let id = job_id(&id).map_err(axum::response::IntoResponse::into_response)?;
     let store = store(&s).map_err(|b| *b)?;
     let listed: Reply = async {
@@ -55,7 +55,7 @@ fn content_type(key: &ArtifactKey) -> &'static str {
 }
 
 /// `GET /api/v1/artifacts/{*key}`: the artifact's bytes, streamed.
-pub(crate) async fn download(State(s): State<AppState>, Path(key): Path<String>) -> Result<Response, Response> {
+pub(crate) async fn download(State(s): State<AppState>, ApiPath(key): ApiPath<String>) -> Result<Response, Response> {
     let store = store(&s).map_err(|b| *b)?;
     let key = ArtifactKey::parse(key)
         .map_err(|e| error_response(StatusCode::BAD_REQUEST, "bad-request", e.to_string(), json!({})))?;

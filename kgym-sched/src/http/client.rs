@@ -13,10 +13,12 @@ use crate::error::{Error, Result};
 use crate::scheduler::{EventStream, Scheduler};
 use crate::types::{
     JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, Page, Stats, StatsQuery, StatusCounts, SystemLogEntry,
-    SystemLogQuery, TagMatch, WorkerStatus,
+    SystemLogQuery, TagMatch, TagQuery, WorkerStatus,
 };
 
-/// A scheduler reached over HTTP.
+/// A scheduler reached over HTTP. The token goes with every request
+/// ([`with_token`](Self::with_token), or in the URL as
+/// `http://user:TOKEN@host:port`, sent as HTTP Basic auth).
 ///
 /// ```no_run
 /// # async fn f() -> kgym_sched::Result<()> {
@@ -75,7 +77,8 @@ impl HttpScheduler {
         Ok(Self { conn: Conn::new(url, None)? })
     }
 
-    /// Sends `Authorization: Bearer <token>` with every request.
+    /// Sends `Authorization: Bearer <token>` with every request (reads
+    /// too: a server with a token guards them).
     pub fn with_token(self, token: impl Into<String>) -> Self {
         let token = token.into();
         Self { conn: Conn::new(self.conn.base(), Some(token)).unwrap_or(self.conn) }
@@ -152,9 +155,10 @@ impl Scheduler for HttpScheduler {
         self.conn.json(Method::PATCH, &format!("/api/v1/jobs/{id}/tags"), Some(&tags)).await
     }
 
-    async fn jobs_with_tag(&self, key: &str, value: Option<&str>) -> Result<Vec<TagMatch>> {
-        let q = value.map(|v| format!("?value={}", enc(v))).unwrap_or_default();
-        self.conn.json(Method::GET, &format!("/api/v1/tags/{}{q}", enc(key)), None::<&()>).await
+    async fn jobs_with_tag(&self, q: &TagQuery) -> Result<Page<TagMatch>> {
+        let key = enc(&q.key);
+        let rest = serde_json::json!({"value": q.value, "order": q.order, "start": q.start, "limit": q.limit, "after": q.after});
+        self.conn.json(Method::GET, &format!("/api/v1/tags/{key}{}", query(&rest)?), None::<&()>).await
     }
 
     async fn logs(&self, q: &LogQuery) -> Result<Page<JobLogEntry>> {

@@ -119,6 +119,9 @@ async fn decode_error(method: &str, url: &str, resp: reqwest::Response) -> Error
             })
         })(),
         (StatusCode::SERVICE_UNAVAILABLE, "shutting-down") => Some(Error::ShuttingDown),
+        (StatusCode::TOO_MANY_REQUESTS, "too-many-streams") => {
+            field("limit").as_u64().map(|limit| Error::TooManyStreams { limit })
+        }
         _ => None,
     };
     typed.unwrap_or_else(|| Error::Remote {

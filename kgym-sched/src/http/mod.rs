@@ -4,9 +4,12 @@
 //!   API under `/api/v1` (kgym-core's types as JSON, watch as server-sent
 //!   events) and the remote worker protocol under `/api/v1/workers`; other
 //!   crates [`merge`](ServerBuilder::merge) their routes in (kgym-compat's
-//!   kGym routes, the dashboard). Writes need a bearer token whenever one is
-//!   set, and one must be set to listen beyond loopback. The routes are
-//!   described in the crate's `openapi.json`.
+//!   kGym routes, the dashboard). With a token set every route but
+//!   `/api/v1/health` needs it (Bearer, or HTTP Basic with the token as the
+//!   password), reads too unless `public_reads`; one must be set to listen
+//!   beyond loopback. Slow clients are cut off (header and body timeouts),
+//!   event streams are bounded per client, and every answer is JSON. The
+//!   routes are described in the crate's `openapi.json`.
 //! - [`reply`]: the error answers and extractors handlers share, for
 //!   routes merged in from other crates.
 //! - [`HttpScheduler`]: the [`Scheduler`](crate::Scheduler) trait over HTTP.
@@ -15,10 +18,14 @@
 
 mod api_routes;
 mod artifact_routes;
+mod auth;
 mod client;
 mod conn;
+mod guard;
+mod listen;
 pub mod reply;
 mod server;
+mod streams;
 mod worker_client;
 mod worker_routes;
 
@@ -26,7 +33,8 @@ pub use client::HttpScheduler;
 /// HTTP methods, for [`HttpScheduler::call`].
 pub use reqwest::Method;
 pub use server::{
-    DEFAULT_BODY_LIMIT, HttpServer, ServerBuilder, ServerHandle, ServerOptions, check_listen, route_table,
+    DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_URI, DEFAULT_STREAMS_PER_CLIENT,
+    HttpServer, ServerBuilder, ServerHandle, ServerOptions, check_listen, route_table,
 };
 pub use worker_client::HttpWorkerBackend;
 

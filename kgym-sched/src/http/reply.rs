@@ -1,8 +1,9 @@
 //! How the server answers errors, and extractors that turn bad input into
-//! 400s with messages (413 for bodies over the limit). Public so routes
-//! merged in from other crates answer the same way.
+//! 400s with messages (413 for bodies over the limit): every answer of the
+//! API is JSON, errors included. Public so routes merged in from other
+//! crates answer the same way.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -32,6 +33,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         Error::InvalidState { .. } => (StatusCode::CONFLICT, "invalid-state"),
         Error::LeaseLost { .. } => (StatusCode::CONFLICT, "lease-lost"),
         Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down"),
+        Error::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, "too-many-streams"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
@@ -62,6 +64,7 @@ impl IntoResponse for ApiError {
             }
             Error::LeaseLost { job, stage } => json!({"job": job, "stage": stage}),
             Error::BadRequest { message } => json!({"reason": message}),
+            Error::TooManyStreams { limit } => json!({"limit": limit}),
             _ => Value::Null,
         };
         if status.is_server_error() {
@@ -113,6 +116,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
 fn query_rejection(rej: QueryRejection) -> Response {
     error_response(StatusCode::BAD_REQUEST, "bad-request", format!("read the query: {}", rej.body_text()), Value::Null)
+}
+
+/// `Path<T>` whose rejections (a segment that is not UTF-8 once decoded,
+/// or does not parse) are 400 with our error body.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(rej) => Err(path_rejection(rej)),
+        }
+    }
+}
+
+fn path_rejection(rej: PathRejection) -> Response {
+    let status =
+        if rej.status().is_server_error() { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::BAD_REQUEST };
+    error_response(status, "bad-request", format!("read the path: {}", rej.body_text()), Value::Null)
 }
 
 /// A JSON answer.

@@ -1,21 +1,27 @@
 //! The axum server: routes (typed API, worker protocol, and whatever other
-//! crates merge in), bearer-token auth on writes, body limits, and the
-//! running server's handle.
+//! crates merge in), the layers every route sits behind (auth, request
+//! limits, JSON errors), and the running server's handle.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, patch, post, put};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 
+use super::auth::{Auth, require_token};
+use super::guard::{Limits, limit_uri, panic_response, read_body};
+use super::listen::ConnOptions;
 use super::reply::error_response;
+use super::streams::StreamLimits;
 use super::{api_routes as api, artifact_routes as artifacts, worker_routes as wk};
 use kgym_core::ArtifactStore;
 
@@ -27,12 +33,32 @@ use crate::worker_api::WorkerBackend;
 /// fit with room to spare.
 pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
 
+/// Default time a client has to send a request head.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default time a client has to send a request body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default longest URI (path and query): room for a 4 KiB tag value,
+/// percent-encoded, in a query.
+pub const DEFAULT_MAX_URI: usize = 16 << 10;
+
+/// Default bound on the event streams one client holds open.
+pub const DEFAULT_STREAMS_PER_CLIENT: usize = 100;
+
+/// Largest request head (request line and headers) a connection buffers.
+const MAX_HEAD: usize = 64 << 10;
+
 /// What every handler gets.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub sched: Arc<dyn Scheduler>,
     pub workers: Option<Arc<dyn WorkerBackend>>,
     pub artifacts: Option<ArtifactStore>,
+    /// Open event streams per client.
+    pub streams: Arc<StreamLimits>,
+    /// Fires when the server stops (event streams end then).
+    pub stop: CancellationToken,
 }
 
 /// A router that remembers each (method, path) it serves, so the OpenAPI
@@ -105,49 +131,45 @@ async fn no_method() -> Response {
     )
 }
 
-/// Refuses writes without the right bearer token (when a token is set).
-async fn require_token(State(token): State<Option<Arc<str>>>, req: Request, next: Next) -> Response {
-    let Some(token) = token else { return next.run(req).await };
-    let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
-    if reads.contains(req.method()) {
-        return next.run(req).await;
-    }
-    let given =
-        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
-        Some(_) => {
-            error_response(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is wrong".into(), Value::Null)
-        }
-        None => error_response(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "writes need an Authorization: Bearer <token> header".into(),
-            Value::Null,
-        ),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// How the server treats requests: one value passed whole from the
 /// facade's `GymBuilder` down to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerOptions {
-    /// Requires `Authorization: Bearer <token>` on every write (POST, PUT,
-    /// PATCH, DELETE) when set (an empty token counts as none). Mandatory
-    /// when listening beyond loopback.
+    /// The token every request needs when set (an empty token counts as
+    /// none): `Authorization: Bearer <token>`, or the token as the password
+    /// of HTTP Basic auth. `/api/v1/health` is always open. Mandatory when
+    /// listening beyond loopback.
     pub token: Option<String>,
+    /// Reads (GET, HEAD) need no token; writes still do. For a trusted
+    /// network: jobs carry configs, git URLs and reproducers.
+    pub public_reads: bool,
     /// The largest accepted request body (413 beyond).
     pub body_limit: usize,
+    /// How long a client may take to send a request head; the connection
+    /// is closed after it (also an idle kept-alive connection).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request body (408 and the
+    /// connection closed after it).
+    pub body_timeout: Duration,
+    /// The longest URI, path and query (414 beyond).
+    pub max_uri: usize,
+    /// How many event streams one client (peer address) may hold open
+    /// (429 beyond).
+    pub streams_per_client: usize,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { token: None, body_limit: DEFAULT_BODY_LIMIT }
+        Self {
+            token: None,
+            public_reads: false,
+            body_limit: DEFAULT_BODY_LIMIT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_uri: DEFAULT_MAX_URI,
+            streams_per_client: DEFAULT_STREAMS_PER_CLIENT,
+        }
     }
 }
 
@@ -158,9 +180,39 @@ impl ServerOptions {
         self
     }
 
+    /// Sets [`public_reads`](Self::public_reads).
+    pub fn public_reads(mut self, on: bool) -> Self {
+        self.public_reads = on;
+        self
+    }
+
     /// Sets [`body_limit`](Self::body_limit).
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
+        self
+    }
+
+    /// Sets [`header_timeout`](Self::header_timeout).
+    pub fn header_timeout(mut self, limit: Duration) -> Self {
+        self.header_timeout = limit;
+        self
+    }
+
+    /// Sets [`body_timeout`](Self::body_timeout).
+    pub fn body_timeout(mut self, limit: Duration) -> Self {
+        self.body_timeout = limit;
+        self
+    }
+
+    /// Sets [`max_uri`](Self::max_uri).
+    pub fn max_uri(mut self, bytes: usize) -> Self {
+        self.max_uri = bytes;
+        self
+    }
+
+    /// Sets [`streams_per_client`](Self::streams_per_client).
+    pub fn streams_per_client(mut self, n: usize) -> Self {
+        self.streams_per_client = n;
         self
     }
 }
@@ -173,6 +225,7 @@ pub struct ServerBuilder {
     artifacts: Option<ArtifactStore>,
     options: ServerOptions,
     merged: Vec<Router>,
+    public: Vec<Router>,
 }
 
 /// Entry point: `HttpServer::builder(scheduler)...serve(addr)`.
@@ -182,7 +235,14 @@ pub struct HttpServer;
 impl HttpServer {
     /// A server over `sched`.
     pub fn builder(sched: Arc<dyn Scheduler>) -> ServerBuilder {
-        ServerBuilder { sched, workers: None, artifacts: None, options: ServerOptions::default(), merged: Vec::new() }
+        ServerBuilder {
+            sched,
+            workers: None,
+            artifacts: None,
+            options: ServerOptions::default(),
+            merged: Vec::new(),
+            public: Vec::new(),
+        }
     }
 }
 
@@ -201,7 +261,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Token and body limit.
+    /// Token, public reads, limits and timeouts.
     pub fn options(mut self, options: ServerOptions) -> Self {
         self.options = ServerOptions { token: options.token.filter(|t| !t.is_empty()), ..options };
         self
@@ -209,30 +269,60 @@ impl ServerBuilder {
 
     /// Serves `router`'s routes beside the server's own (e.g. kGym's routes
     /// from `kgym-compat`, or a dashboard). They sit behind the same token
-    /// check and body limit; a path both serve is a programming error
-    /// (axum panics when the server is built).
+    /// check and limits; a path both serve is a programming error (axum
+    /// panics when the server is built).
     pub fn merge(mut self, router: Router) -> Self {
         self.merged.push(router);
         self
     }
 
-    /// The router, to serve or to nest in another axum app.
+    /// Serves `router`'s routes beside the server's own *without* the
+    /// token check (still under the request limits): for what carries no
+    /// job data and must load before a user can give a token, such as a
+    /// dashboard's page and scripts. Everything else belongs in
+    /// [`merge`](Self::merge).
+    pub fn merge_public(mut self, router: Router) -> Self {
+        self.public.push(router);
+        self
+    }
+
+    /// The router, to serve or to nest in another axum app. Served by
+    /// another listener, it knows no peer addresses: its event streams are
+    /// not bounded per client, and the header-read timeout is that
+    /// listener's business.
     pub fn router(&self) -> Router {
+        self.app(CancellationToken::new())
+    }
+
+    fn app(&self, stop: CancellationToken) -> Router {
+        let o = &self.options;
         let state = AppState {
             sched: Arc::clone(&self.sched),
             workers: self.workers.clone(),
             artifacts: self.artifacts.clone(),
+            streams: StreamLimits::new(o.streams_per_client),
+            stop,
         };
-        let token: Option<Arc<str>> = self.options.token.as_deref().map(Arc::from);
+        let auth = Auth { token: o.token.as_deref().map(Arc::from), public_reads: o.public_reads };
+        let limits = Limits { max_uri: o.max_uri, body_limit: o.body_limit, body_timeout: o.body_timeout };
         let own: Router = routes().router.with_state(state);
-        self.merged
+        // Layers run outside in (the last added first), and `layer` wraps
+        // the routes there are so far: the guarded routes get the token
+        // check, public ones only the body limits.
+        let body_limits = |r: Router| {
+            r.layer(DefaultBodyLimit::max(o.body_limit)).layer(middleware::from_fn_with_state(limits, read_body))
+        };
+        let guarded = body_limits(self.merged.iter().cloned().fold(own, Router::merge))
+            .layer(middleware::from_fn_with_state(auth, require_token));
+        self.public
             .iter()
             .cloned()
-            .fold(own, Router::merge)
+            .map(body_limits)
+            .fold(guarded, Router::merge)
             .fallback(no_route)
             .method_not_allowed_fallback(no_method)
-            .layer(middleware::from_fn_with_state(token, require_token))
-            .layer(DefaultBodyLimit::max(self.options.body_limit))
+            .layer(middleware::from_fn_with_state(limits, limit_uri))
+            .layer(CatchPanicLayer::custom(panic_response))
     }
 
     /// Binds `addr` and serves until [`ServerHandle::shutdown`]. Refuses to
@@ -241,15 +331,10 @@ impl ServerBuilder {
         check_listen(addr, &self.options)?;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
         let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
-        let app = self.router();
         let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            let res = axum::serve(listener, app).with_graceful_shutdown(async move { stopped.cancelled().await }).await;
-            if let Err(e) = res {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let app = self.app(stop.clone());
+        let conn = ConnOptions { header_timeout: self.options.header_timeout, max_head: MAX_HEAD };
+        let task = tokio::spawn(super::listen::serve(listener, app, conn, stop.clone()));
         tracing::info!(addr = %local, "HTTP API listening");
         Ok(ServerHandle { addr: local, stop, task })
     }
@@ -283,15 +368,12 @@ impl ServerHandle {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting connections and waits for the open ones to finish
-    /// (watch streams end when the server stops).
+    /// Stops accepting connections, ends the event streams and gives open
+    /// requests (long polls) a few seconds to finish.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        // Long polls and event streams may hold connections; don't wait
-        // forever for them.
-        let mut task = self.task;
-        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await.is_err() {
-            task.abort();
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "the HTTP server task failed");
         }
     }
 }

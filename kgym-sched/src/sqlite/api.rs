@@ -10,18 +10,29 @@ use crate::error::{Error, Result};
 use crate::scheduler::{EventStream, Scheduler};
 use crate::store;
 use crate::types::{
-    JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, MAX_PAGE, Page, Stats, StatsQuery, StatusCounts,
-    SystemLogEntry, SystemLogQuery, TagMatch, WorkerStatus,
+    JobEvent, JobLogEntry, JobSummary, ListQuery, LogQuery, MAX_PAGE, MAX_START, Page, Stats, StatsQuery, StatusCounts,
+    SystemLogEntry, SystemLogQuery, TagMatch, TagQuery, WorkerStatus,
 };
 
 /// The default window of [`Scheduler::stats`]: the last 7 days.
 const DEFAULT_STATS_WINDOW: chrono::Duration = chrono::Duration::days(7);
 
-fn check_page(limit: u32) -> Result<()> {
+/// Refuses pages no listing can serve: an empty or oversized page, or a
+/// start past what SQLite can count.
+fn check_page(limit: u32, start: u64) -> Result<()> {
     if limit == 0 || limit > MAX_PAGE {
         return Err(Error::bad_request(format!("limit must be 1..={MAX_PAGE}, got {limit}")));
     }
+    if start > MAX_START {
+        return Err(Error::bad_request(format!("start must be at most {MAX_START}, got {start}")));
+    }
     Ok(())
+}
+
+/// Refuses tags that break the rules of [`crate::tags`].
+fn check_tags(tags: &Tags) -> Result<()> {
+    let problems = crate::tags::check(tags);
+    if problems.is_empty() { Ok(()) } else { Err(Error::Validation { problems }) }
 }
 
 #[async_trait]
@@ -30,18 +41,19 @@ impl Scheduler for SqliteScheduler {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        self.check(&spec)?;
+        self.check(&spec).await?;
         self.transition(move |c| store::jobs::insert_job(c, &spec, store::now_us())).await
     }
 
     async fn get(&self, id: JobId) -> Result<Job> {
-        self.read(move |c| store::jobs::load_job(c, id)).await
+        let live_after = self.live_after();
+        self.read(move |c| store::jobs::load_job(c, id, &store::workers::live_kinds(c, live_after)?)).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page<JobSummary>> {
-        check_page(query.limit)?;
-        let q = query.clone();
-        self.read(move |c| store::listing::list(c, &q)).await
+        check_page(query.limit, query.start)?;
+        let (q, live_after) = (query.clone(), self.live_after());
+        self.read(move |c| store::listing::list(c, &q, &store::workers::live_kinds(c, live_after)?)).await
     }
 
     async fn status_counts(&self, query: &ListQuery) -> Result<StatusCounts> {
@@ -50,8 +62,7 @@ impl Scheduler for SqliteScheduler {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerStatus>> {
-        let ttl = i64::try_from(self.inner.options.worker_ttl.as_micros()).unwrap_or(i64::MAX);
-        let live_after = store::now_us().saturating_sub(ttl);
+        let live_after = self.live_after();
         self.read(move |c| store::workers::list(c, live_after)).await
     }
 
@@ -79,26 +90,29 @@ impl Scheduler for SqliteScheduler {
     }
 
     async fn set_tags(&self, id: JobId, tags: Tags) -> Result<Tags> {
+        check_tags(&tags)?;
         self.inner.store.run(move |c| store::tags::update_tags(c, id, &tags, true, store::now_us())).await
     }
 
     async fn merge_tags(&self, id: JobId, tags: Tags) -> Result<Tags> {
+        check_tags(&tags)?;
         self.inner.store.run(move |c| store::tags::update_tags(c, id, &tags, false, store::now_us())).await
     }
 
-    async fn jobs_with_tag(&self, key: &str, value: Option<&str>) -> Result<Vec<TagMatch>> {
-        let (key, value) = (key.to_owned(), value.map(str::to_owned));
-        self.read(move |c| store::tags::jobs_with_tag(c, &key, value.as_deref())).await
+    async fn jobs_with_tag(&self, query: &TagQuery) -> Result<Page<TagMatch>> {
+        check_page(query.limit, query.start)?;
+        let q = query.clone();
+        self.read(move |c| store::tags::jobs_with_tag(c, &q)).await
     }
 
     async fn logs(&self, query: &LogQuery) -> Result<Page<JobLogEntry>> {
-        check_page(query.limit)?;
+        check_page(query.limit, query.start)?;
         let q = query.clone();
         self.read(move |c| store::logs::query_logs(c, &q)).await
     }
 
     async fn system_log(&self, query: &SystemLogQuery) -> Result<Page<SystemLogEntry>> {
-        check_page(query.limit)?;
+        check_page(query.limit, query.start)?;
         let q = query.clone();
         self.read(move |c| store::logs::query_sys_log(c, &q)).await
     }

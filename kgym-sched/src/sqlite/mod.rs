@@ -9,7 +9,7 @@ mod api;
 mod events;
 mod worker_side;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -244,23 +244,22 @@ impl SqliteScheduler {
         &self.inner.options
     }
 
-    /// Accepts stages of `schema`'s kind at submit, checked by it.
+    /// Declares stages of `schema`'s kind: accepted at submit, checked by
+    /// it, whether a worker of the kind is live or not.
     pub fn accept(&self, schema: Arc<dyn StageSchema>) {
         self.inner.stages.write().unwrap_or_else(|p| p.into_inner()).insert_schema(schema);
     }
 
-    /// Accepts stages of `kind` at submit without checking their argument.
+    /// Declares stages of `kind`: accepted at submit without checking their
+    /// argument, whether a worker of the kind is live or not.
     pub fn accept_kind(&self, kind: StageKind) {
         self.inner.stages.write().unwrap_or_else(|p| p.into_inner()).insert_kind(kind);
     }
 
-    /// The kinds accepted at submit.
+    /// The declared kinds (accepted at submit beside the kinds of live
+    /// workers, [`live_kinds`](Self::live_kinds)).
     pub fn accepted_kinds(&self) -> Vec<StageKind> {
         self.inner.stages.read().map(|r| r.kinds().cloned().collect()).unwrap_or_default()
-    }
-
-    fn accepts(&self, kind: &StageKind) -> bool {
-        self.inner.stages.read().map(|r| r.contains(kind)).unwrap_or(true)
     }
 
     /// Stops watching leases. Jobs stay in the database; a scheduler opened
@@ -313,8 +312,22 @@ impl SqliteScheduler {
         self.inner.store.run(move |c| f(c)).await
     }
 
-    fn check(&self, spec: &JobSpec) -> Result<()> {
-        let problems = self.inner.stages.read().unwrap_or_else(|p| p.into_inner()).check(spec);
+    /// When a worker last seen before this time (µs) counts as gone.
+    fn live_after(&self) -> i64 {
+        let ttl = i64::try_from(self.inner.options.worker_ttl.as_micros()).unwrap_or(i64::MAX);
+        store::now_us().saturating_sub(ttl)
+    }
+
+    /// The kinds live workers run now.
+    pub async fn live_kinds(&self) -> Result<BTreeSet<StageKind>> {
+        let live_after = self.live_after();
+        self.read(move |c| store::workers::live_kinds(c, live_after)).await
+    }
+
+    /// Checks a spec against the declared kinds and those of live workers.
+    async fn check(&self, spec: &JobSpec) -> Result<()> {
+        let live = self.live_kinds().await?;
+        let problems = self.inner.stages.read().unwrap_or_else(|p| p.into_inner()).check_served(spec, &live);
         if problems.is_empty() { Ok(()) } else { Err(Error::Validation { problems }) }
     }
 
@@ -326,7 +339,7 @@ impl SqliteScheduler {
         from: Option<StageIndex>,
     ) -> Result<Job> {
         if let Some(s) = &spec {
-            self.check(s)?;
+            self.check(s).await?;
         }
         let replace = spec.clone();
         let from = self

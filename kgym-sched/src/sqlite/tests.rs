@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::*;
 use crate::scheduler::Scheduler;
-use crate::worker_api::{ClaimRequest, StageOutcome, WorkerBackend};
+use crate::worker_api::{ClaimRequest, StageOutcome, WorkerBackend, WorkerInfo};
 
 fn echo() -> StageKind {
     StageKind::new("echo").unwrap()
@@ -111,12 +111,36 @@ async fn watch_channels_do_not_leak() {
 }
 
 #[tokio::test]
-async fn a_worker_that_claims_a_kind_makes_it_accepted() {
-    let s = SqliteScheduler::in_memory(StageRegistry::new()).await.unwrap();
-    assert!(s.submit(spec(1)).await.unwrap_err().problems()[0].message.contains("no worker runs"));
+async fn kinds_of_live_workers_are_accepted_until_they_go_quiet() {
+    let options = options().worker_ttl(Duration::from_secs(1));
+    let s = SqliteScheduler::builder().options(options).build().await.unwrap();
+    let refused =
+        |e: crate::Error| e.problems().iter().any(|p| p.message.contains("no worker runs stage kind \"echo\""));
+    // Claiming a kind does not make it accepted.
     assert!(s.claim(&ClaimRequest { wait: Duration::from_millis(10), ..req("w") }).await.unwrap().is_none());
-    assert_eq!(s.accepted_kinds(), vec![echo()]);
+    assert!(refused(s.submit(spec(1)).await.unwrap_err()));
+    // Registering does, while the worker is live.
+    s.register(&WorkerInfo::new("host", vec![(echo(), 1)])).await.unwrap();
+    let id = s.submit(spec(1)).await.unwrap();
+    assert_eq!(s.get(id).await.unwrap().no_worker_for, None);
+    // Quiet past the TTL: the kind is refused again, and the queued job
+    // says what it waits for.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(refused(s.submit(spec(1)).await.unwrap_err()));
+    assert_eq!(s.get(id).await.unwrap().no_worker_for, Some(echo()));
+    let listed = s.list(&crate::types::ListQuery::new()).await.unwrap();
+    assert_eq!(listed.items[0].no_worker_for, Some(echo()));
+    // A claim is a sign of life: live again, and the job runs.
+    let c = claim(&s, "w").await;
+    assert_eq!(s.get(id).await.unwrap().no_worker_for, None);
+    s.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
     s.submit(spec(1)).await.unwrap();
+    // A kind the deployment declares is accepted with no worker at all.
+    s.deregister("host").await.unwrap();
+    assert!(refused(s.submit(spec(1)).await.unwrap_err()));
+    s.accept_kind(echo());
+    let waiting = s.submit(spec(1)).await.unwrap();
+    assert_eq!(s.get(waiting).await.unwrap().no_worker_for, Some(echo()));
 }
 
 #[tokio::test]

@@ -49,9 +49,8 @@ impl SqliteScheduler {
 #[async_trait]
 impl WorkerBackend for SqliteScheduler {
     async fn register(&self, info: &WorkerInfo) -> Result<()> {
-        for (kind, _) in &info.kinds {
-            self.accept_kind(kind.clone());
-        }
+        // The kinds become accepted at submit while the worker is live (the
+        // roster in the store says so; nothing is declared for good).
         let kinds: Vec<String> = info.kinds.iter().map(|(k, n)| format!("{k} x{n}")).collect();
         let message = format!("worker host {} started: {}", info.host, kinds.join(", "));
         let info = info.clone();
@@ -82,11 +81,8 @@ impl WorkerBackend for SqliteScheduler {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        // A remote worker that claims a kind runs it: accept it at submit
-        // (also after a scheduler restart, before the worker re-registers).
-        if !self.accepts(&req.kind) {
-            self.accept_kind(req.kind.clone());
-        }
+        // A claim is a sign of life of a registered worker (its kinds stay
+        // accepted); claiming a kind does not make it accepted.
         let host = req.host.clone();
         self.inner.store.run(move |c| store::workers::seen(c, &host, store::now_us())).await?;
         let consumer = self.consumer_or_open(&req.kind).await?;

@@ -2,6 +2,8 @@
 //! returns the [`Effects`] the caller applies after commit (events to
 //! emit, an announcement to publish).
 
+use std::collections::BTreeSet;
+
 use kgym_core::failure::codes;
 use kgym_core::{Job, JobId, JobSpec, JobStatus, Outcome, StageFailure, StageIndex, StageKind, StageResult, StageSpec};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -122,8 +124,9 @@ fn read_results(conn: &Connection, id: JobId) -> Result<Vec<StageResult>> {
         .collect()
 }
 
-/// The whole job.
-pub(crate) fn load_job(conn: &Connection, id: JobId) -> Result<Job> {
+/// The whole job; `live` are the kinds live workers run (a queued job of
+/// another kind says it waits for a worker).
+pub(crate) fn load_job(conn: &Connection, id: JobId, live: &BTreeSet<StageKind>) -> Result<Job> {
     let (created, modified, status, cursor, stages, worker) = conn
         .query_row(
             "SELECT created_us, modified_us, status, cursor, stages, worker FROM jobs WHERE id = ?1",
@@ -143,11 +146,13 @@ pub(crate) fn load_job(conn: &Connection, id: JobId) -> Result<Job> {
         .map_err(Error::db("read a job"))?
         .ok_or(Error::JobNotFound { id })?;
     let status = status_of(&status);
+    let stages = decode_stages(id, &stages)?;
     Ok(Job {
         id,
         created: to_time(created),
         modified: to_time(modified),
-        stages: decode_stages(id, &stages)?,
+        no_worker_for: super::listing::no_worker_for(status, stages.get(cursor as usize).map(|s| &s.kind), live),
+        stages,
         tags: read_tags(conn, id)?,
         status,
         current_stage: (!status.is_terminal()).then_some(StageIndex(cursor)),
@@ -312,8 +317,11 @@ fn record(tx: &Transaction<'_>, row: &Row, mut result: StageResult, now: i64) ->
         Outcome::Success => "success",
         Outcome::Failure => "failure",
     };
+    // A plain INSERT: a stage has at most one result (a job run again loses
+    // the results it re-runs first), and the statistics rollups count
+    // inserts and deletes.
     tx.execute(
-        "INSERT OR REPLACE INTO results (job_id, stage, result, kind, outcome, started_us, finished_us, headline)
+        "INSERT INTO results (job_id, stage, result, kind, outcome, started_us, finished_us, headline)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             raw(row.id),
@@ -576,15 +584,8 @@ pub(crate) fn rerun(
 ) -> Result<Effects> {
     let tx = begin(conn, "run a job again")?;
     check_rerun(&tx, id, action, replace.map(|s| s.stages.as_slice()), from)?;
-    if let Some(spec) = replace {
-        let stages =
-            serde_json::to_string(&spec.stages).map_err(|source| Error::Corrupt { job: id, what: "stages", source })?;
-        tx.execute("UPDATE jobs SET stages = ?1 WHERE id = ?2", params![stages, raw(id)])
-            .map_err(Error::db("run a job again"))?;
-        write_tags(&tx, id, &spec.tags)?;
-    }
-    tx.execute("DELETE FROM results WHERE job_id = ?1 AND stage >= ?2", params![raw(id), from.0])
-        .map_err(Error::db("run a job again"))?;
+    // The status first: the finished-hours rollup (migration 0003) reads
+    // the stages the job finished with.
     let status = queued_status(from.0);
     tx.execute(
         &format!(
@@ -595,6 +596,16 @@ pub(crate) fn rerun(
         params![status.as_str(), from.0, now, raw(id)],
     )
     .map_err(Error::db("run a job again"))?;
+    if let Some(spec) = replace {
+        let stages =
+            serde_json::to_string(&spec.stages).map_err(|source| Error::Corrupt { job: id, what: "stages", source })?;
+        tx.execute("UPDATE jobs SET stages = ?1 WHERE id = ?2", params![stages, raw(id)])
+            .map_err(Error::db("run a job again"))?;
+        write_tags(&tx, id, &spec.tags)?;
+        super::tags::check_tag_count(&tx, id)?;
+    }
+    tx.execute("DELETE FROM results WHERE job_id = ?1 AND stage >= ?2", params![raw(id), from.0])
+        .map_err(Error::db("run a job again"))?;
     let row = read_row(&tx, id)?;
     let line = format!("job {action} from stage {from}");
     let log = log_both(&tx, id, now, &LogLine::new(&line))?;

@@ -1,9 +1,12 @@
 //! Job logs and the system log.
 
+use chrono::{DateTime, Utc};
 use kgym_core::{JobId, StageIndex, StageKind};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use super::{bound, job_exists, raw, to_time};
+use super::cursor::Cursor;
+use super::sql::{Filter, limit_offset};
+use super::{job_exists, raw, to_time};
 use crate::error::{Error, Result};
 use crate::types::{JobLogEntry, LogQuery, Order, Page, SystemLogEntry, SystemLogQuery};
 use crate::worker_api::Lease;
@@ -145,11 +148,33 @@ pub(crate) fn append_worker_lines(
     Ok(out)
 }
 
-fn dir(order: Order) -> &'static str {
+fn dir(order: Order) -> (&'static str, &'static str) {
     match order {
-        Order::NewestFirst => "DESC",
-        Order::OldestFirst => "ASC",
+        Order::NewestFirst => ("DESC", "<"),
+        Order::OldestFirst => ("ASC", ">"),
     }
+}
+
+/// Adds a log query's time window.
+fn add_window(f: &mut Filter, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) {
+    f.add_opt("time_us >= ?", from.map(|t| t.timestamp_micros()));
+    f.add_opt("time_us <= ?", to.map(|t| t.timestamp_micros()));
+}
+
+/// A count kept by migration 0003's triggers (0 when there is no row).
+fn counter<const N: usize>(conn: &Connection, sql: &str, args: [rusqlite::types::Value; N]) -> Result<u64> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.query_row(params_from_iter(args), |r| r.get::<_, i64>(0)).optional())
+        .map(|n| n.unwrap_or(0).max(0) as u64)
+        .map_err(Error::db("count log lines"))
+}
+
+fn count(conn: &Connection, table: &str, f: &Filter, op: &'static str) -> Result<u64> {
+    let sql = format!("SELECT COUNT(*) FROM {table} {}", f.clause());
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row(params_from_iter(f.args([])), |r| r.get::<_, i64>(0)))
+        .map(|n| n as u64)
+        .map_err(Error::db(op))
 }
 
 /// A page of job log lines.
@@ -159,58 +184,62 @@ pub(crate) fn query_logs(conn: &Connection, q: &LogQuery) -> Result<Page<JobLogE
     {
         return Err(Error::JobNotFound { id: job });
     }
-    let filter = "(?1 IS NULL OR job_id = ?1) AND time_us >= ?2 AND time_us <= ?3";
-    let args = params![q.job.map(raw), bound(q.from, i64::MIN), bound(q.to, i64::MAX)];
-    let total: i64 = conn
-        .query_row(&format!("SELECT COUNT(*) FROM job_log WHERE {filter}"), args, |r| r.get(0))
-        .map_err(Error::db("read a job log"))?;
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT seq, job_id, time_us, stage, kind, worker, host, line FROM job_log WHERE {filter}
-             ORDER BY seq {} LIMIT ?4 OFFSET ?5",
-            dir(q.order)
-        ))
-        .map_err(Error::db("read a job log"))?;
+    let after = q.after.as_deref().map(Cursor::id).transpose()?;
+    let (dir, cmp) = dir(q.order);
+    let mut f = Filter::default();
+    f.add_opt("job_id = ?", q.job.map(raw));
+    add_window(&mut f, q.from, q.to);
+    let total = match (q.job, q.from.or(q.to)) {
+        // One job's lines, from the counters (a chatty stage logs many).
+        (Some(job), None) => counter(conn, "SELECT n FROM job_log_counts WHERE job_id = ?1", [raw(job).into()])?,
+        _ => count(conn, "job_log", &f, "read a job log")?,
+    };
+    f.add_opt(&format!("seq {cmp} ?"), after);
+    let sql = format!(
+        "SELECT seq, job_id, time_us, stage, kind, worker, host, line FROM job_log {} ORDER BY seq {dir} LIMIT ? OFFSET ?",
+        f.clause()
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(Error::db("read a job log"))?;
     let items = stmt
-        .query_map(
-            params![q.job.map(raw), bound(q.from, i64::MIN), bound(q.to, i64::MAX), q.limit, q.start as i64],
-            |r| {
-                Ok(JobLogEntry {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    job: JobId::new(r.get::<_, i64>(1)? as u64),
-                    time: to_time(r.get(2)?),
-                    stage: r.get::<_, Option<u32>>(3)?.map(StageIndex),
-                    kind: r.get::<_, Option<String>>(4)?.and_then(|k| StageKind::new(k).ok()),
-                    worker: r.get(5)?,
-                    host: r.get(6)?,
-                    line: r.get(7)?,
-                })
-            },
-        )
+        .query_map(params_from_iter(f.args(limit_offset(q.limit, q.start, after.is_some()))), |r| {
+            Ok(JobLogEntry {
+                seq: r.get::<_, i64>(0)? as u64,
+                job: JobId::new(r.get::<_, i64>(1)? as u64),
+                time: to_time(r.get(2)?),
+                stage: r.get::<_, Option<u32>>(3)?.map(StageIndex),
+                kind: r.get::<_, Option<String>>(4)?.and_then(|k| StageKind::new(k).ok()),
+                worker: r.get(5)?,
+                host: r.get(6)?,
+                line: r.get(7)?,
+            })
+        })
         .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
         .map_err(Error::db("read a job log"))?;
-    Ok(Page::new(items, q.start, q.limit, total as u64))
+    Ok(Page::new(items, q.start, q.limit, total).with_cursor(|e| Cursor::Id(e.seq as i64).encode()))
 }
 
 /// A page of the system log.
 pub(crate) fn query_sys_log(conn: &Connection, q: &SystemLogQuery) -> Result<Page<SystemLogEntry>> {
-    let filter = "(?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR host = ?2) AND time_us >= ?3 AND time_us <= ?4";
-    let kind = q.kind.as_ref().map(StageKind::as_str);
-    let (from, to) = (bound(q.from, i64::MIN), bound(q.to, i64::MAX));
-    let total: i64 = conn
-        .query_row(&format!("SELECT COUNT(*) FROM sys_log WHERE {filter}"), params![kind, q.host, from, to], |r| {
-            r.get(0)
-        })
-        .map_err(Error::db("read the system log"))?;
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT seq, time_us, kind, host, worker, job_id, message FROM sys_log WHERE {filter}
-             ORDER BY seq {} LIMIT ?5 OFFSET ?6",
-            dir(q.order)
-        ))
-        .map_err(Error::db("read the system log"))?;
+    let after = q.after.as_deref().map(Cursor::id).transpose()?;
+    let (dir, cmp) = dir(q.order);
+    let mut f = Filter::default();
+    f.add_opt("kind = ?", q.kind.as_ref().map(|k| k.as_str().to_owned()));
+    f.add_opt("host = ?", q.host.clone());
+    add_window(&mut f, q.from, q.to);
+    let by_counter = "SELECT n FROM sys_log_counts WHERE dim = ?1 AND value = ?2";
+    let total = match (&q.kind, &q.host, q.from.or(q.to)) {
+        (Some(k), None, None) => counter(conn, by_counter, ["kind".to_owned().into(), k.as_str().to_owned().into()])?,
+        (None, Some(h), None) => counter(conn, by_counter, ["host".to_owned().into(), h.clone().into()])?,
+        _ => count(conn, "sys_log", &f, "read the system log")?,
+    };
+    f.add_opt(&format!("seq {cmp} ?"), after);
+    let sql = format!(
+        "SELECT seq, time_us, kind, host, worker, job_id, message FROM sys_log {} ORDER BY seq {dir} LIMIT ? OFFSET ?",
+        f.clause()
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(Error::db("read the system log"))?;
     let items = stmt
-        .query_map(params![kind, q.host, from, to, q.limit, q.start as i64], |r| {
+        .query_map(params_from_iter(f.args(limit_offset(q.limit, q.start, after.is_some()))), |r| {
             Ok(SystemLogEntry {
                 seq: r.get::<_, i64>(0)? as u64,
                 time: to_time(r.get(1)?),
@@ -223,5 +252,5 @@ pub(crate) fn query_sys_log(conn: &Connection, q: &SystemLogQuery) -> Result<Pag
         })
         .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
         .map_err(Error::db("read the system log"))?;
-    Ok(Page::new(items, q.start, q.limit, total as u64))
+    Ok(Page::new(items, q.start, q.limit, total).with_cursor(|e| Cursor::Id(e.seq as i64).encode()))
 }

@@ -4,9 +4,11 @@
 //! Functions here are synchronous and take a `Connection`; the embedded
 //! scheduler runs them on the blocking pool through [`Store::run`].
 
+mod cursor;
 pub(crate) mod jobs;
 pub(crate) mod listing;
 pub(crate) mod logs;
+mod sql;
 pub(crate) mod stats;
 pub(crate) mod tags;
 pub(crate) mod workers;
@@ -23,6 +25,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../../migrations/0001_init.sql")),
     ("0002_workers_and_stats.sql", include_str!("../../migrations/0002_workers_and_stats.sql")),
+    ("0003_fast_listings.sql", include_str!("../../migrations/0003_fast_listings.sql")),
 ];
 
 /// A unit of work for the database thread.
@@ -105,7 +108,7 @@ impl Store {
 
 /// Applies the migrations the database has not seen, each in its own
 /// transaction.
-fn migrate(conn: &mut Connection) -> Result<()> {
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     let done: usize = conn
         .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
         .map_err(Error::db("read the schema version"))? as usize;

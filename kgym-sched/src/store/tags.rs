@@ -1,11 +1,14 @@
 //! Job tags: the string map kGym calls `kv`, and lookups by tag.
 
 use kgym_core::{JobId, Tags};
-use rusqlite::{Connection, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
 
+use super::cursor::Cursor;
+use super::sql::{Filter, limit_offset};
 use super::{job_exists, raw};
 use crate::error::{Error, Result};
-use crate::types::TagMatch;
+use crate::types::{Order, Page, TagMatch, TagQuery};
 
 /// The tags of job `id` (which must exist).
 pub(crate) fn read_tags(conn: &Connection, id: JobId) -> Result<Tags> {
@@ -39,7 +42,21 @@ pub(crate) fn tags(conn: &Connection, id: JobId) -> Result<Tags> {
     read_tags(conn, id)
 }
 
+/// Refuses a job that now carries more tags than [`crate::tags::MAX_TAGS`]
+/// (inside the writing transaction, which is then rolled back).
+pub(crate) fn check_tag_count(conn: &Connection, id: JobId) -> Result<()> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM tags WHERE job_id = ?1")
+        .and_then(|mut s| s.query_row([raw(id)], |r| r.get(0)))
+        .map_err(Error::db("count tags"))?;
+    match crate::tags::check_count(n as usize) {
+        Some(problem) => Err(Error::Validation { problems: vec![problem] }),
+        None => Ok(()),
+    }
+}
+
 /// Replaces (`replace`) or merges the job's tags; returns the result.
+/// The new tags were checked alone; here the job's tag count is.
 pub(crate) fn update_tags(conn: &mut Connection, id: JobId, new: &Tags, replace: bool, now: i64) -> Result<Tags> {
     let tx = conn.transaction().map_err(Error::db("write tags"))?;
     if !job_exists(&tx, id)? {
@@ -49,6 +66,7 @@ pub(crate) fn update_tags(conn: &mut Connection, id: JobId, new: &Tags, replace:
         tx.execute("DELETE FROM tags WHERE job_id = ?1", [raw(id)]).map_err(Error::db("write tags"))?;
     }
     write_tags(&tx, id, new)?;
+    check_tag_count(&tx, id)?;
     tx.execute("UPDATE jobs SET modified_us = ?1 WHERE id = ?2", params![now, raw(id)])
         .map_err(Error::db("write tags"))?;
     let out = read_tags(&tx, id)?;
@@ -56,14 +74,31 @@ pub(crate) fn update_tags(conn: &mut Connection, id: JobId, new: &Tags, replace:
     Ok(out)
 }
 
-/// Jobs carrying tag `key` (= `value`).
-pub(crate) fn jobs_with_tag(conn: &Connection, key: &str, value: Option<&str>) -> Result<Vec<TagMatch>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT job_id, value FROM tags WHERE key = ?1 AND (?2 IS NULL OR value = ?2) ORDER BY job_id")
+/// A page of the jobs carrying tag `q.key` (= `q.value`), from the tag
+/// index (seeking to the cursor when there is one); the total from the
+/// counters.
+pub(crate) fn jobs_with_tag(conn: &Connection, q: &TagQuery) -> Result<Page<TagMatch>> {
+    let cursor = q.after.as_deref().map(Cursor::id).transpose()?;
+    let (dir, cmp) = match q.order {
+        Order::OldestFirst => ("ASC", ">"),
+        Order::NewestFirst => ("DESC", "<"),
+    };
+    let mut f = Filter::default();
+    f.add("key = ?", [Value::Text(q.key.clone())]);
+    f.add_opt("value = ?", q.value.clone());
+    f.add_opt(&format!("job_id {cmp} ?"), cursor);
+    let index = if q.value.is_some() { "tags_by_key" } else { "tags_by_key_job" };
+    let sql = format!(
+        "SELECT job_id, value FROM tags INDEXED BY {index} {} ORDER BY job_id {dir} LIMIT ? OFFSET ?",
+        f.clause()
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(Error::db("find tagged jobs"))?;
+    let items = stmt
+        .query_map(params_from_iter(f.args(limit_offset(q.limit, q.start, cursor.is_some()))), |r| {
+            Ok(TagMatch { job: JobId::new(r.get::<_, i64>(0)? as u64), key: q.key.clone(), value: r.get(1)? })
+        })
+        .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
         .map_err(Error::db("find tagged jobs"))?;
-    stmt.query_map(params![key, value], |r| {
-        Ok(TagMatch { job: JobId::new(r.get::<_, i64>(0)? as u64), key: key.to_owned(), value: r.get(1)? })
-    })
-    .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
-    .map_err(Error::db("find tagged jobs"))
+    let total = super::listing::tag_count(conn, &q.key, q.value.as_deref(), None)?;
+    Ok(Page::new(items, q.start, q.limit, total).with_cursor(|m| Cursor::Id(raw(m.job)).encode()))
 }

@@ -1,7 +1,9 @@
 //! Worker processes: registration, signs of life, goodbyes, and what their
 //! slots hold.
 
-use kgym_core::{JobId, StageIndex};
+use std::collections::BTreeSet;
+
+use kgym_core::{JobId, StageIndex, StageKind};
 use rusqlite::{Connection, params};
 
 use super::{raw, stored_kind, to_time};
@@ -46,6 +48,25 @@ pub(crate) fn stopped(conn: &Connection, host: &str, now: i64) -> Result<()> {
         .and_then(|mut s| s.execute(params![now, host]))
         .map_err(Error::db("note a worker's goodbye"))?;
     Ok(())
+}
+
+/// The kinds run by workers that are live: seen since `live_after` and
+/// not stopped. Jobs of these kinds are accepted at submit beside the
+/// declared ones, and a queued stage of another kind waits for a worker.
+pub(crate) fn live_kinds(conn: &Connection, live_after: i64) -> Result<BTreeSet<StageKind>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT kinds FROM workers WHERE stopped_us IS NULL AND last_seen_us >= ?1")
+        .map_err(Error::db("list live workers"))?;
+    let rows = stmt
+        .query_map([live_after], |r| r.get::<_, String>(0))
+        .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+        .map_err(Error::db("list live workers"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|k| serde_json::from_str::<Vec<(StageKind, u32)>>(k).ok())
+        .flatten()
+        .map(|(kind, _)| kind)
+        .collect())
 }
 
 /// Every worker ever registered, with what its slots hold; live means seen

@@ -20,6 +20,10 @@ pub const MAX_PAGE: u32 = 500;
 /// Default page size.
 pub const DEFAULT_PAGE: u32 = 20;
 
+/// Largest `start` a query may ask for (SQLite counts rows in signed 64
+/// bits; no listing gets near it).
+pub const MAX_START: u64 = i64::MAX as u64;
+
 fn default_limit() -> u32 {
     DEFAULT_PAGE
 }
@@ -70,12 +74,17 @@ pub struct ListQuery {
     /// Order of the listing.
     #[serde(default)]
     pub order: Order,
-    /// Items to skip.
+    /// Items to skip (ignored with `after`, where it only labels the
+    /// page's position).
     #[serde(default)]
     pub start: u64,
     /// Items per page (at most [`MAX_PAGE`]).
     #[serde(default = "default_limit")]
     pub limit: u32,
+    /// Continue after this cursor (a page's [`Page::cursor`]): the next
+    /// page at the cost of the first, however deep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 impl Default for ListQuery {
@@ -91,6 +100,7 @@ impl Default for ListQuery {
             order: Order::NewestFirst,
             start: 0,
             limit: DEFAULT_PAGE,
+            after: None,
         }
     }
 }
@@ -126,20 +136,39 @@ pub struct Page<T> {
     pub total: u64,
     /// `start` of the next page; `None` at the end.
     pub next: Option<u64>,
+    /// Where the next page begins, as the query's `after` (with `next` as
+    /// its `start`); `None` at the end. Following cursors costs the same
+    /// on every page, where a large `start` costs in proportion to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 impl<T> Page<T> {
     /// A page of `items` taken at `start` with page size `limit` out of
     /// `total` (kGym's rule: there is a next page when this one is full).
+    /// `next` is always past `start`: it never wraps.
     pub fn new(items: Vec<T>, start: u64, limit: u32, total: u64) -> Self {
-        let next = (!items.is_empty() && items.len() as u64 >= u64::from(limit) && start + u64::from(limit) < total)
-            .then(|| start + u64::from(limit));
-        Self { items, start, total, next }
+        let full = !items.is_empty() && items.len() as u64 >= u64::from(limit);
+        let next = start.checked_add(u64::from(limit)).filter(|n| full && *n < total && *n <= MAX_START);
+        Self { items, start, total, next, cursor: None }
+    }
+
+    /// Sets [`cursor`](Self::cursor) from the last item, when there is a
+    /// next page.
+    pub fn with_cursor(mut self, key: impl Fn(&T) -> String) -> Self {
+        self.cursor = self.next.and(self.items.last()).map(key);
+        self
     }
 
     /// Maps the items, keeping the paging.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page { items: self.items.into_iter().map(f).collect(), start: self.start, total: self.total, next: self.next }
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            start: self.start,
+            total: self.total,
+            next: self.next,
+            cursor: self.cursor,
+        }
     }
 }
 
@@ -165,6 +194,10 @@ pub struct JobSummary {
     /// title), see [`kgym_core::StageResult::headline`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headline: Option<String>,
+    /// The kind of the queued stage when no live worker runs that kind
+    /// (see [`kgym_core::Job::no_worker_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_worker_for: Option<StageKind>,
 }
 
 /// A page of log lines: one job's, or every job's when `job` is `None`.
@@ -182,18 +215,21 @@ pub struct LogQuery {
     /// Order.
     #[serde(default)]
     pub order: Order,
-    /// Lines to skip.
+    /// Lines to skip (ignored with `after`).
     #[serde(default)]
     pub start: u64,
     /// Lines per page (at most [`MAX_PAGE`]).
     #[serde(default = "default_limit")]
     pub limit: u32,
+    /// Continue after this cursor (a page's [`Page::cursor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 impl Default for LogQuery {
     /// The newest lines of every job.
     fn default() -> Self {
-        Self { job: None, from: None, to: None, order: Order::NewestFirst, start: 0, limit: DEFAULT_PAGE }
+        Self { job: None, from: None, to: None, order: Order::NewestFirst, start: 0, limit: DEFAULT_PAGE, after: None }
     }
 }
 
@@ -249,18 +285,30 @@ pub struct SystemLogQuery {
     /// Order.
     #[serde(default)]
     pub order: Order,
-    /// Entries to skip.
+    /// Entries to skip (ignored with `after`).
     #[serde(default)]
     pub start: u64,
     /// Entries per page (at most [`MAX_PAGE`]).
     #[serde(default = "default_limit")]
     pub limit: u32,
+    /// Continue after this cursor (a page's [`Page::cursor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 impl Default for SystemLogQuery {
     /// The newest entries.
     fn default() -> Self {
-        Self { kind: None, host: None, from: None, to: None, order: Order::NewestFirst, start: 0, limit: DEFAULT_PAGE }
+        Self {
+            kind: None,
+            host: None,
+            from: None,
+            to: None,
+            order: Order::NewestFirst,
+            start: 0,
+            limit: DEFAULT_PAGE,
+            after: None,
+        }
     }
 }
 
@@ -287,7 +335,41 @@ pub struct SystemLogEntry {
     pub message: String,
 }
 
-/// A job carrying a tag (the answer of
+/// A page of the jobs carrying a tag, in job order (oldest first) unless
+/// `order` says otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagQuery {
+    /// The tag's key.
+    pub key: String,
+    /// Only jobs where the tag has this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Order (default: oldest first, the order jobs were submitted in).
+    #[serde(default = "oldest_first")]
+    pub order: Order,
+    /// Matches to skip (ignored with `after`).
+    #[serde(default)]
+    pub start: u64,
+    /// Matches per page (at most [`MAX_PAGE`]).
+    #[serde(default = "default_limit")]
+    pub limit: u32,
+    /// Continue after this cursor (a page's [`Page::cursor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+fn oldest_first() -> Order {
+    Order::OldestFirst
+}
+
+impl TagQuery {
+    /// The first page of jobs carrying `key` (with `value`, when given).
+    pub fn new(key: impl Into<String>, value: Option<String>) -> Self {
+        Self { key: key.into(), value, order: Order::OldestFirst, start: 0, limit: DEFAULT_PAGE, after: None }
+    }
+}
+
+/// A job carrying a tag (an item of
 /// [`Scheduler::jobs_with_tag`](crate::Scheduler::jobs_with_tag)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagMatch {
@@ -349,6 +431,13 @@ mod tests {
         assert_eq!(Page::new(vec![1], 4, 2, 5).next, None);
         assert_eq!(Page::new(vec![1, 2], 3, 2, 5).next, None);
         assert_eq!(Page::<u8>::new(vec![], 0, 2, 0).next, None);
+    }
+
+    #[test]
+    fn next_never_wraps() {
+        assert_eq!(Page::new(vec![1, 2], u64::MAX - 1, 2, u64::MAX).next, None);
+        assert_eq!(Page::new(vec![1, 2], MAX_START - 1, 2, u64::MAX).next, None);
+        assert_eq!(Page::new(vec![1, 2], MAX_START - 2, 2, u64::MAX).next, Some(MAX_START));
     }
 
     #[test]

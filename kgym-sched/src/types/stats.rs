@@ -74,7 +74,9 @@ pub struct HourCount {
     pub failed: u64,
 }
 
-/// Durations of one stage kind's successful stages.
+/// Durations of one stage kind's successful stages. Percentiles are read
+/// from buckets 5 % apart (a bucket's lower bound, never above the
+/// longest).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KindDurations {
     /// The kind.
@@ -85,7 +87,8 @@ pub struct KindDurations {
     pub p50_seconds: f64,
     /// 90th percentile seconds.
     pub p90_seconds: f64,
-    /// Longest, in seconds.
+    /// Longest, in seconds (a stage whose result was removed by a re-run
+    /// may still count here).
     pub max_seconds: f64,
 }
 
