@@ -8,7 +8,8 @@
 //! [`core`] (job model, artifacts, `StageWorker`/`Worker`), [`build`]
 //! (`KernelBuilder`), [`vm`] (`VmRunner`, crash reports), [`sched`]
 //! (`Scheduler`, worker runtime, HTTP API), [`compat`] (kGym's payloads
-//! and routes, kBench composers); and wires them into a [`Gym`].
+//! and routes, kBench composers), [`dashboard`] (the web pages the HTTP
+//! server shows at `/`); and wires them into a [`Gym`].
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 pub use kgym_build as build;
 pub use kgym_compat as compat;
 pub use kgym_core as core;
+pub use kgym_dashboard as dashboard;
 pub use kgym_sched as sched;
 pub use kgym_vm as vm;
 
