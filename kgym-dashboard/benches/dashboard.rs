@@ -26,9 +26,9 @@ use futures::StreamExt;
 use kgym::Gym;
 use kgym::core::stage::StageArgs;
 use kgym::core::{JobId, JobSpec};
+use kgym::sched::SchedulerExt;
 use kgym::sched::http::ServerOptions;
 use kgym::sched::types::ListQuery;
-use kgym::sched::{Scheduler, SchedulerExt};
 use serde_json::{Value, json};
 
 const BASELINE_JOBS: usize = 100;
@@ -59,10 +59,12 @@ async fn filled_gym(dir: &std::path::Path, n: usize) -> Gym {
     let sched = gym.scheduler();
     let started = Instant::now();
     let mut last = None;
-    let mut submitted = futures::stream::iter(0..n).map(|i| {
-        let sched = Arc::clone(&sched);
-        async move { sched.submit(spec(i)).await.expect("submit") }
-    }).buffered(64);
+    let mut submitted = futures::stream::iter(0..n)
+        .map(|i| {
+            let sched = Arc::clone(&sched);
+            async move { sched.submit(spec(i)).await.expect("submit") }
+        })
+        .buffered(64);
     let mut k = 0;
     while let Some(id) = submitted.next().await {
         last = Some(id);
@@ -77,8 +79,14 @@ async fn filled_gym(dir: &std::path::Path, n: usize) -> Gym {
     // Every job ended (in order, with 8 slots the last one ends last or
     // nearly: wait for the stragglers).
     loop {
-        let page = sched.list(&ListQuery { limit: 1, ..ListQuery::new() }.status(kgym::core::JobStatus::Pending)).await.unwrap();
-        let running = sched.list(&ListQuery { limit: 1, ..ListQuery::new() }.status(kgym::core::JobStatus::InProgress)).await.unwrap();
+        let page = sched
+            .list(&ListQuery { limit: 1, ..ListQuery::new() }.status(kgym::core::JobStatus::Pending))
+            .await
+            .unwrap();
+        let running = sched
+            .list(&ListQuery { limit: 1, ..ListQuery::new() }.status(kgym::core::JobStatus::InProgress))
+            .await
+            .unwrap();
         if page.total == 0 && running.total == 0 {
             break;
         }
@@ -116,7 +124,8 @@ async fn action_ms(b: &Browser, action: &str) -> f64 {
          }};
          poll();"
     );
-    let v = tokio::time::timeout(browser::WAIT, b.client.execute_async(&script, vec![])).await.expect("render").unwrap();
+    let v =
+        tokio::time::timeout(browser::WAIT, b.client.execute_async(&script, vec![])).await.expect("render").unwrap();
     v.as_f64().expect("a time")
 }
 
@@ -152,18 +161,16 @@ async fn measure(b: &Browser, url: &str, n: usize, middle: JobId, runs: usize) -
         add("filter by tag value (submit → rows)", action_ms(b, &filter).await);
         add(
             "filter by status (click → rows)",
-            action_ms(b, "document.querySelector('a.chip[data-status=aborted], a.chip[data-status=finished]').click()").await,
+            action_ms(b, "document.querySelector('a.chip[data-status=aborted], a.chip[data-status=finished]').click()")
+                .await,
         );
         add("job list, last page (load)", load_ms(b, &format!("{url}/?start={last_start}")).await);
         add("job list, 200 per page (load)", load_ms(b, &format!("{url}/?limit=200")).await);
         add("job page (load)", load_ms(b, &format!("{url}/ui/job/{middle}")).await);
-        add(
-            "job page from the list (click → page)",
-            {
-                load_ms(b, &format!("{url}/")).await;
-                action_ms(b, "document.querySelector('table.jobs tbody a.job-id').click()").await
-            },
-        );
+        add("job page from the list (click → page)", {
+            load_ms(b, &format!("{url}/")).await;
+            action_ms(b, "document.querySelector('table.jobs tbody a.job-id').click()").await
+        });
         add("API: GET /api/v1/jobs", api_ms(b, "/api/v1/jobs?limit=20").await);
         add("API: GET /api/v1/jobs/counts", api_ms(b, "/api/v1/jobs/counts").await);
         add(

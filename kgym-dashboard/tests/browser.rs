@@ -61,12 +61,17 @@ fn tagged(spec: JobSpec, case: &str) -> JobSpec {
 
 async fn submit_jobs(sched: &Arc<dyn Scheduler>) -> Jobs {
     let note = |title: &str| NoteArgs { title: Some(title.into()), fail: false };
-    let quick = sched.submit(tagged(JobSpec::new().stage(NoteArgs::kind(), &note("a quick note")), "quick")).await.unwrap();
-    let bad = BuildArgs::new(KernelSource::tarball(DEBIAN_KERNEL_TARBALL), kgym::samples::config()).with_patch(BAD_PATCH);
+    let quick =
+        sched.submit(tagged(JobSpec::new().stage(NoteArgs::kind(), &note("a quick note")), "quick")).await.unwrap();
+    let bad =
+        BuildArgs::new(KernelSource::tarball(DEBIAN_KERNEL_TARBALL), kgym::samples::config()).with_patch(BAD_PATCH);
     let failing = sched.submit(tagged(JobSpec::new().stage(StageKind::build(), &bad), "failing")).await.unwrap();
     let spec = evaluation_job(KernelSource::tarball(DEBIAN_KERNEL_TARBALL), BUG_PATCH, Duration::from_secs(60));
     let crash = sched.submit(tagged(spec, "crash")).await.unwrap();
-    let running = sched.submit(tagged(JobSpec::new().stage(HoldArgs::kind(), &HoldArgs { seconds: 900 }), "running")).await.unwrap();
+    let running = sched
+        .submit(tagged(JobSpec::new().stage(HoldArgs::kind(), &HoldArgs { seconds: 900 }), "running"))
+        .await
+        .unwrap();
     Jobs { quick, failing, crash, running }
 }
 
@@ -295,7 +300,7 @@ async fn abort_from_the_page(b: &Browser, url: &str, sched: &Arc<dyn Scheduler>,
     b.open(&format!("{url}/ui/job/{}", jobs.running), "#abort").await;
     // The log tail is live: new lines arrive over the event stream.
     let seconds = "return [...document.querySelectorAll('pre.log .line')].filter(l => l.textContent.includes('hold: second')).length;";
-    b.wait_js("log lines", &format!("return ({})() > 0;", format!("() => {{ {seconds} }}")), vec![]).await;
+    b.wait_js("log lines", &format!("return ((() => {{ {seconds} }})()) > 0;"), vec![]).await;
     let before = b.js(seconds, vec![]).await.as_u64().unwrap();
     b.wait_js(
         "more log lines while the page is open",
@@ -319,8 +324,8 @@ async fn abort_from_the_page(b: &Browser, url: &str, sched: &Arc<dyn Scheduler>,
 
     // With a wrong token: refused too.
     b.click("#auth-button").await;
-    b.type_into("#token-input", "not-the-token").await;
-    b.click("#token-save").await;
+    // (Enter in the field saves, as the dialog's first button.)
+    b.type_into("#token-input", "not-the-token\u{E007}").await;
     assert_eq!(b.texts("#auth-state").await, ["Token set"]);
     b.click("#abort").await;
     b.wait_js(

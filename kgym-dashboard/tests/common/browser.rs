@@ -103,10 +103,7 @@ impl Browser {
 
     fn driver_alive(&mut self) {
         if let Ok(Some(status)) = self.driver.try_wait() {
-            panic!(
-                "chromedriver exited ({status}): {}",
-                std::fs::read_to_string(&self.driver_log).unwrap_or_default()
-            );
+            panic!("chromedriver exited ({status}): {}", std::fs::read_to_string(&self.driver_log).unwrap_or_default());
         }
     }
 
@@ -184,7 +181,9 @@ impl Browser {
 
     /// The text of every element matching `css`, in page order.
     pub async fn texts(&self, css: &str) -> Vec<String> {
-        let v = self.js("return [...document.querySelectorAll(arguments[0])].map(e => e.textContent.trim());", vec![json!(css)]).await;
+        let v = self
+            .js("return [...document.querySelectorAll(arguments[0])].map(e => e.textContent.trim());", vec![json!(css)])
+            .await;
         serde_json::from_value(v).unwrap_or_default()
     }
 

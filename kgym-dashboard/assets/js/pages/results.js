@@ -247,7 +247,7 @@ function crashView(c, picked, ui) {
     "table",
     { class: "data incidents" },
     h("caption", { class: "sr-only" }, `Incidents of ${c.title}`),
-    h("thead", {}, h("tr", {}, ["VM", "Boot", "At", "Console log", "Report"].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {}, ["VM", "Boot", "Crashed after", "Console log", "Report"].map((t) => h("th", { scope: "col" }, t)))),
     h(
       "tbody",
       {},
