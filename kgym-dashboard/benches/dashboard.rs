@@ -13,6 +13,7 @@
 //! others, tags on all); times come from the page's own User Timing marks
 //! (`kgym:rendered`, set once a page's data is on screen), from the
 //! action (navigation start, or the filter's submit) to that mark.
+//! Filling 100,000 jobs takes ~8 minutes on the 2-core reference machine.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -129,6 +129,16 @@ mod tests {
     }
 
     #[test]
+    fn the_page_preloads_every_module() {
+        let (shell, _) = find("index.html").unwrap();
+        let shell = std::str::from_utf8(shell.body).unwrap();
+        for a in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            let link = format!("<link rel=\"modulepreload\" href=\"/ui/assets/{}\">", a.path);
+            assert!(shell.contains(&link), "index.html does not preload {}", a.path);
+        }
+    }
+
+    #[test]
     fn etags_differ_between_files_and_are_stable() {
         let (a, tag) = find("js/main.js").unwrap();
         assert_eq!(find("js/main.js").unwrap().1, tag);

@@ -19,16 +19,15 @@
 //! as `Authorization: Bearer` on every API call, the event stream included.
 //!
 //! Merge the [`router`] into the scheduler's server (the `kgym` facade's
-//! `Gym` does this unless told not to):
+//! `Gym` does this unless told not to): in kgym,
+//! `HttpServer::builder(sched).merge(kgym_dashboard::router())`. It is a
+//! plain stateless [`axum::Router`]:
 //!
-//! ```no_run
-//! # async fn f(sched: std::sync::Arc<dyn kgym_sched_doc::Scheduler>) {}
-//! # mod kgym_sched_doc { pub trait Scheduler {} }
+//! ```
 //! let app: axum::Router = axum::Router::new().merge(kgym_dashboard::router());
 //! # let _ = app;
+//! assert!(kgym_dashboard::asset_paths().any(|p| p == "js/main.js"));
 //! ```
-//!
-//! In kgym itself: `HttpServer::builder(sched).merge(kgym_dashboard::router())`.
 
 mod assets;
 mod routes;
