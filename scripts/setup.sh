@@ -16,6 +16,8 @@ PACKAGES=(
   qemu-system-x86 busybox-static openssh-client binutils
   # the disk-image test: an ext4 image with dropbear as its SSH server
   e2fsprogs dropbear-bin
+  # the dashboard's tests and bench: a real (headless) browser driven over WebDriver
+  chromium chromium-driver
 )
 
 missing=()

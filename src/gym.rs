@@ -1,7 +1,7 @@
 //! [`Gym`]: the whole of kgym in one process — the SQLite scheduler, local
 //! build, patch-check and QEMU reproduce workers (plus any of your own),
 //! a local artifact store and, optionally, the HTTP API with kGym's routes
-//! — under one data directory, with one call. This is the one place where
+//! and the web dashboard — under one data directory, with one call. This is the one place where
 //! scheduler, workers and server are wired together; the stock services
 //! (`examples/k*.rs`) are thin configurations of it or of a worker runtime.
 
@@ -97,6 +97,7 @@ impl Gym {
             scheduler: SchedulerOptions::default(),
             runtime: RuntimeOptions::default(),
             http: None,
+            dashboard: true,
             compat: CompatOptions::default(),
             artifacts: None,
             queue: None,
@@ -181,6 +182,7 @@ pub struct GymBuilder {
     scheduler: SchedulerOptions,
     runtime: RuntimeOptions,
     http: Option<(SocketAddr, ServerOptions)>,
+    dashboard: bool,
     compat: CompatOptions,
     artifacts: Option<ArtifactStore>,
     queue: Option<Arc<dyn Queue>>,
@@ -263,10 +265,18 @@ impl GymBuilder {
     }
 
     /// Also serves the HTTP API (typed routes, the remote-worker protocol
-    /// and kGym's routes) on `addr`. Beyond loopback a token is required:
+    /// and kGym's routes) and the web dashboard (see [`dashboard`](Self::dashboard)) on `addr`. Beyond loopback a token is required:
     /// without one, [`start`](Self::start) refuses before anything starts.
     pub fn serve_http(mut self, addr: SocketAddr, options: ServerOptions) -> Self {
         self.http = Some((addr, options));
+        self
+    }
+
+    /// Whether the HTTP server also shows the web dashboard at `/` (default:
+    /// yes; see [`crate::dashboard`]). It only serves static pages that
+    /// read the API from the browser.
+    pub fn dashboard(mut self, on: bool) -> Self {
+        self.dashboard = on;
         self
     }
 
@@ -356,13 +366,15 @@ impl GymBuilder {
         let server = match self.http {
             Some((addr, options)) => {
                 let api: Arc<dyn Scheduler> = Arc::new(sched.clone());
-                let served = HttpServer::builder(Arc::clone(&api))
+                let mut server = HttpServer::builder(Arc::clone(&api))
                     .worker_backend(Arc::new(sched.clone()))
                     .artifacts(sched.artifacts().clone())
                     .options(options)
-                    .merge(crate::compat::router(api, self.compat))
-                    .serve(addr)
-                    .await;
+                    .merge(crate::compat::router(api, self.compat));
+                if self.dashboard {
+                    server = server.merge_public(crate::dashboard::router());
+                }
+                let served = server.serve(addr).await;
                 match served {
                     Ok(s) => Some(s),
                     Err(e) => {

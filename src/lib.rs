@@ -9,8 +9,8 @@
 //! (`KernelBuilder`), [`vm`] (`VmRunner`, crash reports), [`sched`]
 //! (`Scheduler`, worker runtime, HTTP API), [`compat`] (kGym's payloads
 //! and routes, kBench composers), [`proc`] (subprocesses that never
-//! outlive their owner, termination signals); and wires them into a
-//! [`Gym`].
+//! outlive their owner, termination signals), [`dashboard`] (the web
+//! pages the HTTP server shows at `/`); and wires them into a [`Gym`].
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -36,6 +36,7 @@ use std::path::PathBuf;
 pub use kgym_build as build;
 pub use kgym_compat as compat;
 pub use kgym_core as core;
+pub use kgym_dashboard as dashboard;
 pub use kgym_proc as proc;
 pub use kgym_sched as sched;
 pub use kgym_vm as vm;

@@ -27,6 +27,9 @@ pub struct Args {
     /// Concurrent reproduce stages.
     #[arg(long, default_value_t = 1)]
     pub reproduce_slots: u32,
+    /// Serve only the APIs, without the web dashboard at `/`.
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 /// Runs the subcommand.
@@ -38,17 +41,16 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
         .gym()
         .build_slots(args.build_slots)
         .reproduce_slots(args.reproduce_slots)
+        .dashboard(!args.no_dashboard)
         .serve_http(
             args.listen,
             kgym::sched::http::ServerOptions::default().token(args.token).public_reads(args.public_reads),
         )
         .start()
         .await?;
-    eprintln!(
-        "kgym: serving {} (data in {}); ctrl-c to stop",
-        gym.http_url().unwrap_or_default(),
-        gym.data_dir().display()
-    );
+    let url = gym.http_url().unwrap_or_default();
+    let dashboard = if args.no_dashboard { String::new() } else { format!(", dashboard at {url}/") };
+    eprintln!("kgym: serving {url}{dashboard} (data in {}); ctrl-c to stop", gym.data_dir().display());
     signals.cancel.cancelled().await;
     let name = signals.received().await.map_or("signal", |s| s.name());
     eprintln!("kgym: {name}: stopping (running stages are handed back)");
