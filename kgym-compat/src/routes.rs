@@ -260,10 +260,10 @@ async fn kv(State(s): State<AppState>, ApiPath(key): ApiPath<String>, ApiQuery(p
     let first = s.sched.jobs_with_tag(&query).await?;
     let state = KvStream { sched: Arc::clone(&s.sched), query, page: Some(first), opened: false };
     let body = Body::from_stream(futures::stream::unfold(state, KvStream::next_chunk));
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(body)
-        .map_err(|e| ApiError(Error::bad_request(e.to_string())))?)
+        .map_err(|e| ApiError(Error::bad_request(e.to_string())))
 }
 
 /// The pages of an unpaged `/jobs/kv/{key}` as chunks of one JSON array.

@@ -29,7 +29,10 @@ struct ModelJob {
     tags: BTreeMap<String, String>,
 }
 
-fn job() -> impl Strategy<Value = (usize, i64, Vec<(usize, usize)>, Option<(usize, usize)>)> {
+/// A generated job: status, modified offset, tags, a tag changed later.
+type GenJob = (usize, i64, Vec<(usize, usize)>, Option<(usize, usize)>);
+
+fn job() -> impl Strategy<Value = GenJob> {
     // status, modified offset (few values: ties), tags, a tag changed later
     (
         0..5usize,
@@ -67,7 +70,7 @@ fn base(offset: i64) -> i64 {
     1_700_000_000_000_000 + offset * 1000
 }
 
-fn fill(conn: &mut Connection, jobs: &[(usize, i64, Vec<(usize, usize)>, Option<(usize, usize)>)]) -> Vec<ModelJob> {
+fn fill(conn: &mut Connection, jobs: &[GenJob]) -> Vec<ModelJob> {
     let tx = conn.transaction().unwrap();
     let mut model = Vec::new();
     for (i, (status, modified, tags, changed)) in jobs.iter().enumerate() {
