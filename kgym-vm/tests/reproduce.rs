@@ -210,8 +210,12 @@ async fn a_reproducer_that_does_not_compile_is_a_typed_error() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
+    // Never booted: only the x86 boot header a run checks before anything
+    // else (`HdrS` at 0x202), so the reproducer's compile comes next.
     let kernel = work.path().join("bzImage");
-    std::fs::write(&kernel, b"not booted").unwrap();
+    let mut header = vec![0u8; 0x240];
+    header[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&kernel, header).unwrap();
     let runner = runner_in(work.path()).build().unwrap();
     let req = RunRequest::new(&kernel, Reproducer::c("int main(void) { return nope; }"));
     let err = runner.run(req, &RunContext::new()).await.unwrap_err();
