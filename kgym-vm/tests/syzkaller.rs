@@ -392,8 +392,11 @@ async fn the_stand_in_prints_what_syz_execprog_prints() {
 #[tokio::test]
 async fn a_syz_program_with_no_commit_and_no_prebuilt_syzkaller_is_a_typed_error() {
     let work = tempfile::tempdir().unwrap();
+    // Never booted: only the x86 boot header a run checks first.
     let kernel = work.path().join("bzImage");
-    std::fs::write(&kernel, b"never booted").unwrap();
+    let mut header = vec![0u8; 0x240];
+    header[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&kernel, header).unwrap();
     let runner = QemuRunner::builder()
         .qemu_x86_64("/nonexistent/qemu-system-x86_64")
         .accel(kgym_vm::AccelMode::Tcg)
