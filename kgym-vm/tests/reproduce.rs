@@ -166,7 +166,7 @@ async fn silence_and_power_off_are_special_crashes() {
     assert_eq!(out.image_ability, ImageAbility::Warning, "special crashes only");
     // A reboot (QEMU runs with -no-reboot): the VM goes away without a report.
     let poweroff = "#include <sys/reboot.h>\n#include <unistd.h>\nint main(void) { return reboot(RB_AUTOBOOT); }\n";
-    let req = RunRequest::new(&k.bzimage, Reproducer::c(poweroff)).budget(Duration::from_secs(30));
+    let req = RunRequest::new(&k.bzimage, Reproducer::c(poweroff)).budget(Duration::from_secs(60));
     let out = runner.run(req, &ctx).await.unwrap();
     assert!(!out.crashed);
     assert_eq!(out.title.as_deref(), Some("lost connection to test machine"), "{:?}", out.boots);

@@ -206,7 +206,6 @@ fn launch(setup: &BootSetup, instance: u32, run: u32, sig: &BootSignals) -> Resu
     let dir = setup.dir.join(format!("{instance}-{run}"));
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     let mut args = setup.args.clone();
-    args.qmp_socket = dir.join("qmp");
     let mut ssh_target = None;
     if let BootMode::Image { ssh, .. } = &setup.mode {
         let port = ssh::free_local_port()?;
@@ -214,7 +213,8 @@ fn launch(setup: &BootSetup, instance: u32, run: u32, sig: &BootSignals) -> Resu
         ssh_target = Some(SshTarget { port, ..ssh.clone() });
     }
     // Listening before QEMU starts: QEMU connects while it starts up.
-    let listener = QmpListener::bind(&args.qmp_socket)?;
+    let listener = QmpListener::bind_in(&dir)?;
+    args.qmp_socket = listener.socket().to_owned();
     let program = setup.qemu.display().to_string();
     let mut cmd = process::command(&setup.qemu);
     cmd.args(args.to_args());

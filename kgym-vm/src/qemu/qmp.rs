@@ -108,18 +108,50 @@ fn name_of<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "unknown".into())
 }
 
+/// The longest path a Unix socket can have: `sun_path` holds 108 bytes on
+/// Linux, the terminating NUL included. QEMU, as the client, has the same
+/// limit.
+const SUN_PATH_MAX: usize = 107;
+
 /// The socket QEMU connects to; bind it before starting QEMU.
 #[derive(Debug)]
 pub(crate) struct QmpListener {
     socket: PathBuf,
     listener: UnixListener,
+    /// The short directory holding the socket when the run's own directory
+    /// is too deep for one; removed with the listener or the connection.
+    short_dir: Option<tempfile::TempDir>,
 }
 
 impl QmpListener {
     /// Listens on `socket` (which must not exist).
     pub(crate) fn bind(socket: &Path) -> Result<Self> {
         let listener = UnixListener::bind(socket).map_err(|source| Error::Qmp { socket: socket.to_owned(), source })?;
-        Ok(Self { socket: socket.to_owned(), listener })
+        Ok(Self { socket: socket.to_owned(), listener, short_dir: None })
+    }
+
+    /// Listens on `dir/qmp`; when that path is too long for a Unix socket
+    /// (a data directory deep in a CI checkout), on a socket in a private
+    /// short directory under `/tmp` instead, which lives as long as the
+    /// listener or the connection it accepts.
+    pub(crate) fn bind_in(dir: &Path) -> Result<Self> {
+        let socket = dir.join("qmp");
+        if socket.as_os_str().len() <= SUN_PATH_MAX {
+            return Self::bind(&socket);
+        }
+        let short = tempfile::Builder::new()
+            .prefix("kgym-qmp-")
+            .tempdir_in("/tmp")
+            .map_err(|source| Error::Qmp { socket: socket.clone(), source })?;
+        let mut listener = Self::bind(&short.path().join("qmp"))?;
+        tracing::debug!(deep = %socket.display(), socket = %listener.socket.display(), "qmp socket path too long; using a short one");
+        listener.short_dir = Some(short);
+        Ok(listener)
+    }
+
+    /// Where QEMU connects (`-qmp unix:PATH`).
+    pub(crate) fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// Waits up to `timeout` for QEMU to connect, negotiates capabilities,
@@ -162,7 +194,14 @@ impl QmpListener {
                 }
             }
         });
-        let qmp = Qmp { socket: self.socket, service, task, ids: oob, busy: AtomicBool::new(false) };
+        let qmp = Qmp {
+            socket: self.socket,
+            service,
+            task,
+            ids: oob,
+            busy: AtomicBool::new(false),
+            _short_dir: self.short_dir,
+        };
         Ok((qmp, rx))
     }
 }
@@ -176,6 +215,8 @@ pub(crate) struct Qmp {
     ids: bool,
     /// A command is in flight, or was abandoned in flight (without ids).
     busy: AtomicBool,
+    /// The short socket directory ([`QmpListener::bind_in`]), if any.
+    _short_dir: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Qmp {

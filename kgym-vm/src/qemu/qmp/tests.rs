@@ -71,6 +71,32 @@ async fn without_ids_a_command_after_an_abandoned_one_is_an_error_not_a_panic() 
 }
 
 #[tokio::test]
+async fn a_socket_too_deep_for_sun_path_moves_to_a_short_directory_that_goes_with_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let shallow = QmpListener::bind_in(dir.path()).unwrap();
+    assert_eq!(shallow.socket(), dir.path().join("qmp"), "a short path is used as it is");
+    let deep = dir.path().join("x".repeat(100));
+    std::fs::create_dir_all(&deep).unwrap();
+    assert!(QmpListener::bind(&deep.join("qmp")).is_err(), "the kernel refuses paths this long");
+    let listener = QmpListener::bind_in(&deep).unwrap();
+    let socket = listener.socket().to_owned();
+    assert!(socket.as_os_str().len() <= super::SUN_PATH_MAX, "{socket:?}");
+    let peer = id_less_peer(&socket, true);
+    let (q, _events) = listener.accept(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(q.status().await.unwrap(), GuestState::Running);
+    assert!(socket.parent().unwrap().exists(), "kept while connected");
+    q.quit().await.unwrap();
+    drop(q);
+    peer.await.unwrap();
+    assert!(!socket.parent().unwrap().exists(), "removed with the connection: {socket:?}");
+    // A listener nobody connects to removes its directory too.
+    let listener = QmpListener::bind_in(&deep).unwrap();
+    let short = listener.socket().parent().unwrap().to_owned();
+    drop(listener);
+    assert!(!short.exists(), "{short:?}");
+}
+
+#[tokio::test]
 async fn nobody_connecting_is_a_timeout_error() {
     let dir = tempfile::tempdir().unwrap();
     let listener = QmpListener::bind(&dir.path().join("qmp")).unwrap();
@@ -91,8 +117,13 @@ async fn real_qemu(
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("sector.img");
     std::fs::write(&image, boot_sector("KGYM-QMP-TEST", after)).unwrap();
-    let socket = dir.path().join("qmp");
-    let listener = QmpListener::bind(&socket).unwrap();
+    // Deeper than a Unix socket path may be: the listener moves the socket
+    // to a short directory, and QEMU still connects.
+    let deep = dir.path().join("d".repeat(60)).join("e".repeat(60));
+    std::fs::create_dir_all(&deep).unwrap();
+    let listener = QmpListener::bind_in(&deep).unwrap();
+    let socket = listener.socket().to_owned();
+    assert!(!socket.starts_with(&deep), "{socket:?}");
     let mut cmd = process::command(&qemu);
     cmd.args(["-accel", "tcg", "-m", "16", "-S", "-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-serial", "stdio", "-device", "pvpanic"])
