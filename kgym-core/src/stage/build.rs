@@ -202,6 +202,12 @@ pub struct BuildArgs {
     /// Time limit for the whole build (default: the builder's).
     #[serde(default, with = "crate::duration::serde_human_opt", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Share one warm tree across commits of a git source: builds with the
+    /// same lineage name (and the same everything but the commit) reuse one
+    /// tree that checks out each new commit in place, so `make` rebuilds only
+    /// what changed (bisection). `None`: the tree is keyed by the commit too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_lineage: Option<String>,
 }
 
 impl BuildArgs {
@@ -220,6 +226,7 @@ impl BuildArgs {
             compile_commands: false,
             cmdline: None,
             timeout: None,
+            warm_lineage: None,
         }
     }
 
@@ -260,6 +267,14 @@ impl StageArgs for BuildArgs {
             && p.trim().is_empty()
         {
             problems.push("patch is empty (omit it instead)".to_owned());
+        }
+        if let Some(lineage) = &self.warm_lineage {
+            if lineage.trim().is_empty() {
+                problems.push("warm_lineage is empty (omit it instead)".to_owned());
+            }
+            if matches!(self.source, KernelSource::Tarball { .. }) {
+                problems.push("warm_lineage needs a git source (a tarball has one commit only)".to_owned());
+            }
         }
         problems
     }
