@@ -28,8 +28,8 @@ fn is_config_input(path: &Path) -> bool {
     name.starts_with("Kconfig") || name.ends_with("defconfig") || name.ends_with(".config")
 }
 
-/// Whether the change from `from` to `to` touches a config input. Blocking.
-fn config_inputs_changed(repo: &Repository, from: Oid, to: Oid) -> Result<bool> {
+/// The paths that differ between `from` and `to`. Blocking.
+fn changed_paths(repo: &Repository, from: Oid, to: Oid) -> Result<Vec<String>> {
     let tree_of = |oid: Oid| {
         repo.find_commit(oid).and_then(|c| c.tree()).map_err(|e| Error::git(format!("read commit {oid}"), e))
     };
@@ -37,16 +37,32 @@ fn config_inputs_changed(repo: &Repository, from: Oid, to: Oid) -> Result<bool> 
     let diff = repo
         .diff_tree_to_tree(Some(&old), Some(&new), None)
         .map_err(|e| Error::git(format!("compare {from} with {to}"), e))?;
-    Ok(diff.deltas().any(|d| {
-        [d.old_file().path(), d.new_file().path()].into_iter().flatten().any(is_config_input)
-    }))
+    let mut paths: Vec<String> = diff
+        .deltas()
+        .flat_map(|d| [d.old_file().path(), d.new_file().path()])
+        .flatten()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    paths.dedup();
+    Ok(paths)
+}
+
+/// Whether a compile error (make's first error line, `path:line:col:
+/// error: ...`) is in a source file the last move changed: then the new
+/// sources themselves are broken and a cold build would fail the same way.
+pub(crate) fn error_in_changed_file(first_error: Option<&str>, changed: &[String]) -> bool {
+    let Some(line) = first_error else { return false };
+    let Some((file, _)) = line.split_once(':') else { return false };
+    let file = file.trim().trim_start_matches("./").trim_start_matches("../");
+    !file.is_empty() && changed.iter().any(|c| c == file || c.ends_with(&format!("/{file}")))
 }
 
 /// Moves a ready tree to the commit of `source`: reverts its patch, checks
 /// the commit (plus backports) out in place over the previous one — files
 /// that did not change keep their mtimes, untracked files are removed, the
 /// ignored build directory stays — and regenerates the config when a
-/// config input changed. The tree then needs a make.
+/// config input changed. The tree then needs a make. Returns the paths
+/// that changed (`None`: unknown, the tree had no commit).
 pub(crate) async fn move_to_commit(
     tree: &mut WarmTree,
     source: Source,
@@ -54,24 +70,21 @@ pub(crate) async fn move_to_commit(
     config: &KernelConfig,
     limits: &Limits,
     log: &BuildLog,
-) -> Result<()> {
-    let Source::Git { commit, backports, .. } = source else { return Ok(()) };
+) -> Result<Option<Vec<String>>> {
+    let Source::Git { commit, backports, .. } = source else { return Ok(None) };
     switch_patch(tree, None, limits, log).await?;
     log.step(&format!("moving the warm tree from {} to {commit}", tree.state.commit.as_deref().unwrap_or("?")));
     tree.state.busy = Some(Busy::Patching);
     tree.state.built = false;
     tree.save()?;
     let src = tree.src();
-    let (decisions, backports, config_changed) = run_blocking("move the checkout", move || {
+    let (decisions, backports, changed) = run_blocking("move the checkout", move || {
         let repo = Repository::open(&src).map_err(|e| Error::git(format!("open work tree {}", src.display()), e))?;
         let from = repo.head().ok().and_then(|h| h.target());
         let (head, decisions) = backport::apply(&repo, commit, &backports)?;
-        let config_changed = match from {
-            Some(from) => config_inputs_changed(&repo, from, head)?,
-            None => true,
-        };
+        let changed = from.map(|from| changed_paths(&repo, from, head)).transpose()?;
         checkout::checkout(&repo, head)?;
-        Ok((decisions, backports, config_changed))
+        Ok((decisions, backports, changed))
     })
     .await?;
     limits.check("checking out")?;
@@ -84,6 +97,8 @@ pub(crate) async fn move_to_commit(
     }
     tree.state.commit = Some(commit.to_string());
     tree.state.backports_applied = applied;
+    let config_changed = changed.as_ref().is_none_or(|c| c.iter().any(|p| is_config_input(Path::new(p))));
+    log.step(&format!("{} files changed", changed.as_ref().map_or("unknown".to_owned(), |c| c.len().to_string())));
     if config_changed {
         log.step("a config input changed: generating the config again (olddefconfig)");
         tree.state.config_mismatches = kconfig::generate(make, config, limits, log).await?;
@@ -91,7 +106,8 @@ pub(crate) async fn move_to_commit(
         log.step("no config input changed: keeping the config");
     }
     tree.state.busy = None;
-    tree.save()
+    tree.save()?;
+    Ok(changed)
 }
 
 /// Empties the tree's build directory and generates the config again: the
@@ -123,7 +139,12 @@ mod tests {
 
     #[test]
     fn config_inputs_are_kconfig_and_defconfig_files() {
-        for p in ["init/Kconfig", "arch/x86/Kconfig.debug", "arch/x86/configs/x86_64_defconfig", "kernel/configs/tiny.config"] {
+        for p in [
+            "init/Kconfig",
+            "arch/x86/Kconfig.debug",
+            "arch/x86/configs/x86_64_defconfig",
+            "kernel/configs/tiny.config",
+        ] {
             assert!(is_config_input(Path::new(p)), "{p}");
         }
         for p in ["kernel/sys.c", "Makefile", "Documentation/kbuild/kconfig.rst"] {
@@ -132,14 +153,24 @@ mod tests {
     }
 
     #[test]
-    fn a_kconfig_change_between_commits_is_seen() {
+    fn the_paths_changed_between_commits_are_listed() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(dir.path()).unwrap();
         let c1 = commit_files(&repo, None, &[("init/Kconfig", "config A\n"), ("kernel/sys.c", "1\n")], "one");
         let c2 = commit_files(&repo, Some(c1), &[("kernel/sys.c", "2\n")], "two");
         let c3 = commit_files(&repo, Some(c2), &[("init/Kconfig", "config B\n")], "three");
-        assert!(!config_inputs_changed(&repo, c1, c2).unwrap());
-        assert!(config_inputs_changed(&repo, c2, c3).unwrap());
-        assert!(config_inputs_changed(&repo, c3, c1).unwrap());
+        assert_eq!(changed_paths(&repo, c1, c2).unwrap(), ["kernel/sys.c"]);
+        assert_eq!(changed_paths(&repo, c2, c3).unwrap(), ["init/Kconfig"]);
+        assert_eq!(changed_paths(&repo, c3, c1).unwrap(), ["init/Kconfig", "kernel/sys.c"]);
+    }
+
+    #[test]
+    fn errors_in_changed_files_need_no_cold_retry() {
+        let changed = vec!["kernel/sys.c".to_owned()];
+        assert!(error_in_changed_file(Some("../kernel/sys.c:12:1: error: expected ';'"), &changed));
+        assert!(error_in_changed_file(Some("kernel/sys.c:12:1: error: x"), &changed));
+        assert!(!error_in_changed_file(Some("kernel/fork.c:1:1: error: x"), &changed));
+        assert!(!error_in_changed_file(Some("ld: undefined reference to `x'"), &changed));
+        assert!(!error_in_changed_file(None, &changed));
     }
 }

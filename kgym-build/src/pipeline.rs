@@ -59,10 +59,18 @@ struct KeyMaterial<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum SourceKey {
-    Git { url: String, commit: String },
+    Git {
+        url: String,
+        commit: String,
+    },
     /// A tree shared by the commits of one lineage ([`BuildArgs::warm_lineage`]).
-    GitLineage { url: String, lineage: String },
-    Tarball { identity: String },
+    GitLineage {
+        url: String,
+        lineage: String,
+    },
+    Tarball {
+        identity: String,
+    },
 }
 
 /// A locked, built tree and what is known about the build.
@@ -198,7 +206,12 @@ async fn remove_partial_outputs(out: &Path, since: u64) -> Result<usize> {
 }
 
 /// Brings the tree's sources from the patch they carry to `want`.
-pub(crate) async fn switch_patch(tree: &mut WarmTree, want: Option<&str>, limits: &Limits, log: &BuildLog) -> Result<()> {
+pub(crate) async fn switch_patch(
+    tree: &mut WarmTree,
+    want: Option<&str>,
+    limits: &Limits,
+    log: &BuildLog,
+) -> Result<()> {
     if tree.state.applied_patch.as_deref() == want {
         return Ok(());
     }
@@ -318,15 +331,15 @@ async fn prepare(s: &Settings, req: &BuildArgs, ctx: &BuildContext, log: &BuildL
     }
 
     let mut timings = BuildTimings::default();
-    let mut moved = false;
+    let mut moved: Option<Vec<String>> = None;
     let mut cache = if tree.state.ready {
         log.step(&format!("reusing warm tree {key}"));
         if let Source::Git { commit, .. } = &source
             && tree.state.commit.as_deref() != Some(commit.to_string().as_str())
         {
-            lineage::move_to_commit(&mut tree, source, &make, &req.config, &limits, log).await?;
+            let changed = lineage::move_to_commit(&mut tree, source, &make, &req.config, &limits, log).await?;
             timings.checkout_secs = started.elapsed().as_secs_f64();
-            moved = true;
+            moved = Some(changed.unwrap_or_default());
         }
         CacheStatus::Hit
     } else {
@@ -364,8 +377,12 @@ async fn prepare(s: &Settings, req: &BuildArgs, ctx: &BuildContext, log: &BuildL
             Ok(compiled) => compiled,
             // Objects of the tree's earlier commit may be what broke the
             // build: a step must never fail because of them, so the same
-            // sources are built once more from an empty build directory.
-            Err(Error::CompileFailed { first_error, .. }) if moved => {
+            // sources are built once more from an empty build directory —
+            // unless the error is in a file the move rewrote (then the new
+            // sources are broken, and a cold build fails the same way).
+            Err(Error::CompileFailed { first_error, .. })
+                if moved.as_ref().is_some_and(|c| !lineage::error_in_changed_file(first_error.as_deref(), c)) =>
+            {
                 log.step(&format!(
                     "the warm build after moving commits failed ({}); building cold to rule out stale objects",
                     first_error.as_deref().unwrap_or("no error line")
