@@ -24,13 +24,15 @@ pub const TAG_FINGERPRINT: &str = "kgym.bisect.step";
 pub(crate) fn job_for(req: &BisectRequest, bisection: &str, commit: &str) -> (JobSpec, String) {
     let mut build = BuildArgs::new(KernelSource::git(req.source.clone(), commit), req.config.clone());
     build.arch = req.arch;
-    build.warm_lineage = Some(req.lineage.clone());
     let mut repro = ReproduceArgs::new(KernelRef::FromStage { stage: StageIndex(0) }, req.reproducer.clone());
     repro.instances = req.instances;
     repro.budget = req.budget;
-    let spec = JobSpec::new().stage(StageKind::build(), &build).stage(StageKind::reproduce(), &repro);
-    let stages = serde_json::to_vec(&spec.stages).unwrap_or_default();
+    // Which warm tree builds the kernel does not change the kernel: the
+    // fingerprint leaves the lineage out.
+    let stages = serde_json::to_vec(&(&build, &repro)).unwrap_or_default();
     let fingerprint = hex::encode(&Sha256::digest(&stages)[..16]);
+    build.warm_lineage = Some(req.lineage.clone());
+    let spec = JobSpec::new().stage(StageKind::build(), &build).stage(StageKind::reproduce(), &repro);
     let spec = spec.tag(TAG_BISECTION, bisection).tag(TAG_COMMIT, commit).tag(TAG_FINGERPRINT, fingerprint.clone());
     (spec, fingerprint)
 }
