@@ -1,11 +1,12 @@
-//! Cause and fix bisection for real: a 30-commit history on top of Debian's
-//! linux-source-6.1 (imported once into a git repository kept in the test
-//! cache) where commit 10 introduces the bug of `testdata/bugs/bug.patch`,
-//! commit 22 reverts it and commit 12 does not compile. Every step builds
+//! Cause and fix bisection for real: `kgym_testkit::history`'s 30-commit
+//! history on top of Debian's linux-source-6.1 (imported once into a git
+//! repository kept in the test cache) where commit 10 introduces the bug of
+//! `testdata/bugs/bug.patch`, commit 22 reverts it and commit 12 does not
+//! compile. Every step builds
 //! the commit on one warm tree (the sample config, so ccache from the other
 //! tests helps) and runs the reproducer in QEMU.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use kgym::bisect::{BisectError, BisectKind, BisectRequest, Bisection, End, StepRole, TAG_BISECTION, Verdict, bisect};
@@ -13,104 +14,15 @@ use kgym::core::stage::reproduce::Reproducer;
 use kgym::samples::{BUG_PATCH, BUG_TITLE, CONFIG_FRAGMENT, REPRO_C};
 use kgym::sched::http::ServerOptions;
 use kgym::sched::types::ListQuery;
+use kgym_testkit::history::{BROKEN_AT, BUG_AT, COMMITS, FIX_AT, History, synthetic_history};
 use tokio_util::sync::CancellationToken;
 
-/// Bumped when the synthetic history changes (a new cache directory).
-const HISTORY: &str = "bisect-history-v1";
-const COMMITS: usize = 30;
-const BUG_AT: usize = 10;
-const BROKEN_AT: usize = 12;
-const FIX_AT: usize = 22;
-const BROKEN_LINE: &str = "kgym_bisect_this_commit_does_not_compile\n";
 /// The reproducer crashes the buggy kernel at once; the budget is how long
 /// a kernel without the bug is watched.
 const BUDGET: Duration = Duration::from_secs(10);
 
 fn tools_available() -> bool {
     kgym_testkit::test_kernel_available() && kgym_testkit::require_tool("qemu-system-x86_64").is_some()
-}
-
-async fn run(dir: &Path, program: &str, args: &[&str], timeout: Duration) -> String {
-    let mut cmd = kgym::proc::tree_command(program);
-    cmd.args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "kgym test")
-        .env("GIT_AUTHOR_EMAIL", "test@kgym.invalid")
-        .env("GIT_COMMITTER_NAME", "kgym test")
-        .env("GIT_COMMITTER_EMAIL", "test@kgym.invalid")
-        .env("GIT_AUTHOR_DATE", "2024-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2024-01-01T00:00:00Z");
-    let out = kgym::proc::output(cmd, program, timeout, &CancellationToken::new()).await.unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn git(dir: &Path, args: &[&str]) -> String {
-    run(dir, "git", args, Duration::from_secs(600)).await
-}
-
-fn append(path: &Path, text: &str) {
-    let mut s = std::fs::read_to_string(path).unwrap_or_default();
-    s.push_str(text);
-    std::fs::write(path, s).unwrap();
-}
-
-/// The synthetic history (cached; made once under a file lock): its
-/// repository and the commits, `commits[0]` being the imported tarball.
-async fn history() -> (PathBuf, Vec<String>) {
-    let root = kgym_testkit::test_cache_dir().join(HISTORY);
-    let lock_path = kgym_testkit::test_cache_dir().join(format!("{HISTORY}.lock"));
-    std::fs::create_dir_all(kgym_testkit::test_cache_dir()).unwrap();
-    let _lock = kgym::proc::FileLock::acquire(&lock_path, &CancellationToken::new()).await.unwrap();
-    let repo = root.join("repo");
-    let done = root.join("commits");
-    if let Ok(list) = std::fs::read_to_string(&done) {
-        return (repo, list.lines().map(str::to_owned).collect());
-    }
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&repo).unwrap();
-    let tarball = kgym::samples::DEBIAN_KERNEL_TARBALL;
-    run(&repo, "tar", &["-xJf", tarball, "--strip-components=1"], Duration::from_secs(900)).await;
-    git(&repo, &["init", "--quiet", "."]).await;
-    git(&repo, &["-c", "core.compression=1", "add", "--all", "."]).await;
-    git(&repo, &["commit", "--quiet", "-m", "import linux-source-6.1"]).await;
-    let mut commits = vec![git(&repo, &["rev-parse", "HEAD"]).await.trim().to_owned()];
-    let sys_c = repo.join("kernel/sys.c");
-    let bug = root.join("bug.patch");
-    std::fs::write(&bug, BUG_PATCH).unwrap();
-    let bug = bug.to_str().unwrap();
-    for i in 1..=COMMITS {
-        append(&repo.join("Documentation/kgym-bisect.txt"), &format!("history step {i}\n"));
-        let subject = match i {
-            BUG_AT => {
-                git(&repo, &["apply", bug]).await;
-                "kernel/sys: add PR_KGYM_NOTE (introduces a use-after-free)".to_owned()
-            }
-            BROKEN_AT => {
-                append(&sys_c, BROKEN_LINE);
-                "kernel/sys: a commit that does not compile".to_owned()
-            }
-            n if n == BROKEN_AT + 1 => {
-                let text = std::fs::read_to_string(&sys_c).unwrap().replace(BROKEN_LINE, "");
-                std::fs::write(&sys_c, text).unwrap();
-                "kernel/sys: fix the build".to_owned()
-            }
-            FIX_AT => {
-                git(&repo, &["apply", "-R", bug]).await;
-                "kernel/sys: revert PR_KGYM_NOTE (fixes the use-after-free)".to_owned()
-            }
-            n if n % 5 == 0 => {
-                append(&sys_c, &format!("/* kgym bisect history: step {n} */\n"));
-                format!("kernel/sys: comment {n}")
-            }
-            n => format!("Documentation: bisect history step {n}"),
-        };
-        git(&repo, &["add", "--all", "."]).await;
-        git(&repo, &["commit", "--quiet", "-m", &subject]).await;
-        commits.push(git(&repo, &["rev-parse", "HEAD"]).await.trim().to_owned());
-    }
-    std::fs::write(&done, commits.join("\n")).unwrap();
-    (repo, commits)
 }
 
 fn request(kind: BisectKind, repo: &Path, good: &str, bad: &str, work: &Path) -> BisectRequest {
@@ -135,7 +47,7 @@ async fn cause_and_fix_bisections_name_the_commits_skip_the_broken_one_and_check
     if !tools_available() {
         return;
     }
-    let (repo, commits) = history().await;
+    let History { repo, commits } = synthetic_history(BUG_PATCH).await;
     let dir = tempfile::tempdir().unwrap();
     let gym = kgym::Gym::builder(dir.path().join("gym"))
         .build_cache(kgym_testkit::test_cache_dir())

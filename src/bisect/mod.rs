@@ -237,6 +237,9 @@ pub struct BisectRequest {
     pub budget: Duration,
     /// The warm-tree lineage the builds share ([`BuildArgs::warm_lineage`]).
     pub lineage: String,
+    /// Build every step on the lineage's warm tree (default). Off, each
+    /// commit gets a tree of its own: cold builds (for comparison).
+    pub warm_trees: bool,
     /// Reuse the result of an earlier job that tested a commit the same way.
     pub reuse_steps: bool,
     /// Where the private git session repository is made (a fresh
@@ -268,6 +271,7 @@ impl BisectRequest {
             instances: 1,
             budget: Duration::from_secs(120),
             lineage: "bisect".to_owned(),
+            warm_trees: true,
             reuse_steps: true,
             work_dir: None,
             cancel: CancellationToken::new(),
@@ -295,6 +299,12 @@ impl BisectRequest {
     /// The warm-tree lineage name.
     pub fn lineage(mut self, name: impl Into<String>) -> Self {
         self.lineage = name.into();
+        self
+    }
+
+    /// Whether steps build on the lineage's warm tree (off: cold builds).
+    pub fn warm_trees(mut self, on: bool) -> Self {
+        self.warm_trees = on;
         self
     }
 
