@@ -81,6 +81,12 @@ pub async fn synthetic_history(bug_patch: &str) -> History {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&repo).unwrap_or_else(|e| panic!("create {}: {e}", repo.display()));
     run(&repo, "tar", &["-xJf", crate::KERNEL_TARBALL, "--strip-components=1"], Duration::from_secs(1800)).await;
+    // Debian's tarball ignores everything at the top level (its packaging
+    // repository tracks only debian/): keep the kernel's own rules only.
+    let gitignore = repo.join(".gitignore");
+    let rules = std::fs::read_to_string(&gitignore).unwrap_or_default();
+    let kept: Vec<&str> = rules.lines().filter(|l| *l != "/*" && *l != "!/debian/").collect();
+    std::fs::write(&gitignore, kept.join("\n") + "\n").unwrap_or_else(|e| panic!("write {}: {e}", gitignore.display()));
     git(&repo, &["init", "--quiet", "."]).await;
     git(&repo, &["-c", "core.compression=1", "add", "--all", "."]).await;
     git(&repo, &["commit", "--quiet", "-m", "import linux-source-6.1"]).await;

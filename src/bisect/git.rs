@@ -35,29 +35,47 @@ pub(crate) struct BisectRepo {
 
 impl BisectRepo {
     /// Creates the session repository in `dir` (which must not exist or be
-    /// empty) for commits of `source`: a local repository is borrowed from
-    /// (git's alternates), a URL is fetched without blobs.
+    /// empty) for the commits `ends` of `source` (hashes, branches or
+    /// tags): a local repository is borrowed from (git's alternates), a URL
+    /// is fetched without blobs. Returns the repository and the full hash
+    /// of each end.
     pub async fn open(
         dir: &Path,
         source: &str,
-        commits: &[&str],
+        ends: &[&str],
         cancel: CancellationToken,
-    ) -> Result<Self, BisectError> {
+    ) -> Result<(Self, Vec<String>), BisectError> {
         std::fs::create_dir_all(dir).map_err(|e| BisectError::Io { path: dir.to_owned(), source: e })?;
         let repo = Self { dir: dir.to_owned(), cancel };
-        repo.git(&["init", "--quiet", "--bare", "."], GIT_TIMEOUT).await?;
+        repo.git(&["init", "--quiet", "--bare"], GIT_TIMEOUT).await?;
         let local = Path::new(source);
+        let mut hashes = Vec::with_capacity(ends.len());
         if local.is_dir() {
             let objects = local_objects(local)?;
             let alternates = dir.join("objects/info/alternates");
             std::fs::write(&alternates, format!("{}\n", objects.display()))
                 .map_err(|e| BisectError::Io { path: alternates, source: e })?;
+            // Names (branches, tags) are the source's: resolve them there.
+            for end in ends {
+                let spec = format!("{end}^{{commit}}");
+                let out = repo.run_in(local, &["rev-parse", "--verify", "--quiet", &spec], GIT_TIMEOUT).await?;
+                let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                if !out.status.success() || hash.is_empty() {
+                    return Err(BisectError::UnknownCommit { commit: (*end).to_owned() });
+                }
+                hashes.push(hash);
+            }
         } else {
+            let specs: Vec<String> = ends.iter().enumerate().map(|(i, e)| format!("+{e}:refs/kgym/end-{i}")).collect();
             let mut args = vec!["fetch", "--quiet", "--no-tags", "--filter=blob:none", "--", source];
-            args.extend_from_slice(commits);
+            args.extend(specs.iter().map(String::as_str));
             repo.git(&args, FETCH_TIMEOUT).await?;
+            for (i, end) in ends.iter().enumerate() {
+                let hash = repo.resolve(&format!("refs/kgym/end-{i}")).await;
+                hashes.push(hash.map_err(|_| BisectError::UnknownCommit { commit: (*end).to_owned() })?);
+            }
         }
-        Ok(repo)
+        Ok((repo, hashes))
     }
 
     /// The full hash of `rev`, or a typed error naming it.
@@ -133,11 +151,17 @@ impl BisectRepo {
     }
 
     async fn run(&self, args: &[&str], timeout: Duration) -> Result<std::process::Output, BisectError> {
+        let mut full = vec!["--git-dir", self.dir.to_str().unwrap_or_default()];
+        full.extend_from_slice(args);
+        self.run_in(&self.dir, &full, timeout).await
+    }
+
+    /// Runs git in `dir` with a timeout (killed with its group on cancel).
+    async fn run_in(&self, dir: &Path, args: &[&str], timeout: Duration) -> Result<std::process::Output, BisectError> {
         let git = kgym_proc::require_tool("git")
             .map_err(|e| BisectError::Git { command: args.join(" "), stderr: e.to_string() })?;
         let mut cmd = kgym_proc::tree_command(git);
-        cmd.arg("--git-dir")
-            .arg(&self.dir)
+        cmd.current_dir(dir)
             .args(args)
             .env("LC_ALL", "C")
             .env("GIT_TERMINAL_PROMPT", "0")
@@ -222,9 +246,15 @@ mod tests {
             let i = commits.iter().position(|c| c == hash).unwrap();
             if i >= first_bad { "bad" } else { "good" }
         };
-        let repo = BisectRepo::open(&dir.path().join("s1"), src.to_str().unwrap(), &[], CancellationToken::new())
-            .await
-            .unwrap();
+        let ends = [&commits[0][..10], "HEAD"];
+        let (repo, hashes) =
+            BisectRepo::open(&dir.path().join("s1"), src.to_str().unwrap(), &ends, CancellationToken::new())
+                .await
+                .unwrap();
+        assert_eq!(hashes, [commits[0].clone(), commits[11].clone()]);
+        let missing =
+            BisectRepo::open(&dir.path().join("s3"), src.to_str().unwrap(), &["v9"], CancellationToken::new());
+        assert!(matches!(missing.await, Err(BisectError::UnknownCommit { .. })));
         assert_eq!(repo.resolve(&commits[3][..10]).await.unwrap(), commits[3]);
         assert!(matches!(repo.resolve("nope").await, Err(BisectError::UnknownCommit { .. })));
         assert!(repo.is_ancestor(&commits[0], &commits[11]).await.unwrap());
@@ -246,7 +276,7 @@ mod tests {
         assert!(tested <= 4, "{tested} tests for 11 candidates");
 
         // Skipping every commit around the first bad one leaves a range.
-        let repo = BisectRepo::open(&dir.path().join("s2"), src.to_str().unwrap(), &[], CancellationToken::new())
+        let (repo, _) = BisectRepo::open(&dir.path().join("s2"), src.to_str().unwrap(), &[], CancellationToken::new())
             .await
             .unwrap();
         let mut next = repo.start(&commits[11], &commits[0]).await.unwrap();

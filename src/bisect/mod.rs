@@ -431,9 +431,9 @@ pub async fn bisect_with_progress(
     std::fs::create_dir_all(&parent).map_err(|e| BisectError::Io { path: parent.clone(), source: e })?;
     let scratch = kgym_proc::RemoveOnExit::unique_in(&parent, "bisect-")
         .map_err(|e| BisectError::Io { path: parent.clone(), source: std::io::Error::other(e) })?;
-    let repo = BisectRepo::open(scratch.path(), &req.source, &[&req.good, &req.bad], req.cancel.clone()).await?;
-    let good = repo.resolve(&req.good).await?;
-    let bad = repo.resolve(&req.bad).await?;
+    let (repo, ends) =
+        BisectRepo::open(scratch.path(), &req.source, &[&req.good, &req.bad], req.cancel.clone()).await?;
+    let (good, bad) = (ends[0].clone(), ends[1].clone());
     if !repo.is_ancestor(&good, &bad).await? || good == bad {
         return Err(BisectError::NotAncestor { good, bad });
     }
@@ -615,5 +615,68 @@ impl Run<'_> {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(verdict: Verdict, crashed: u32, instances: u32) -> Step {
+        Step {
+            commit: "c".into(),
+            role: StepRole::Search,
+            job: "00000001".parse().unwrap(),
+            reused: false,
+            outcome: Outcome {
+                verdict,
+                titles: Vec::new(),
+                crashed_instances: crashed,
+                instances,
+                build_secs: 0.0,
+                reproduce_secs: 0.0,
+                warm: Some(true),
+                detail: None,
+            },
+            flaky: crashed > 0 && crashed < instances,
+            marked: String::new(),
+        }
+    }
+
+    #[test]
+    fn verdicts_map_to_git_terms_by_kind() {
+        let req = |kind| {
+            BisectRequest::new(
+                kind,
+                "s",
+                "g",
+                "b",
+                kgym_core::stage::build::KernelConfig::Full { text: "x".into() },
+                Reproducer::c("int main(){}"),
+            )
+        };
+        let (cause, fix) = (req(BisectKind::Cause), req(BisectKind::Fix));
+        assert_eq!(cause.term(Verdict::Crash), "bad");
+        assert_eq!(cause.term(Verdict::NoCrash), "good");
+        assert_eq!(fix.term(Verdict::Crash), "good");
+        assert_eq!(fix.term(Verdict::NoCrash), "bad");
+        for v in [Verdict::BuildFailed, Verdict::BootFailed, Verdict::InfraError] {
+            assert_eq!(cause.term(v), "skip");
+            assert_eq!(fix.term(v), "skip");
+        }
+    }
+
+    #[test]
+    fn confidence_follows_the_crash_rate_of_crashing_steps() {
+        // Every crashing step crashed in every instance: sure.
+        let sure = [step(Verdict::Crash, 2, 2), step(Verdict::NoCrash, 0, 2)];
+        assert_eq!(confidence(&sure), 1.0);
+        // Half the instances crashed: each 2-instance "no crash" misses
+        // with probability 1/4.
+        let flaky = [step(Verdict::Crash, 1, 2), step(Verdict::NoCrash, 0, 2), step(Verdict::NoCrash, 0, 2)];
+        assert!((confidence(&flaky) - 0.75 * 0.75).abs() < 1e-9, "{}", confidence(&flaky));
+        // Skipped steps say nothing either way.
+        let skipped = [step(Verdict::Crash, 1, 2), step(Verdict::BuildFailed, 0, 2)];
+        assert_eq!(confidence(&skipped), 1.0);
     }
 }
