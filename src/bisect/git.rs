@@ -252,8 +252,8 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(hashes, [commits[0].clone(), commits[11].clone()]);
-        let missing =
-            BisectRepo::open(&dir.path().join("s3"), src.to_str().unwrap(), &["v9"], CancellationToken::new());
+        let s3 = dir.path().join("s3");
+        let missing = BisectRepo::open(&s3, src.to_str().unwrap(), &["v9"], CancellationToken::new());
         assert!(matches!(missing.await, Err(BisectError::UnknownCommit { .. })));
         assert_eq!(repo.resolve(&commits[3][..10]).await.unwrap(), commits[3]);
         assert!(matches!(repo.resolve("nope").await, Err(BisectError::UnknownCommit { .. })));

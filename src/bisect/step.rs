@@ -30,7 +30,7 @@ pub(crate) fn job_for(req: &BisectRequest, bisection: &str, commit: &str) -> (Jo
     // Which warm tree builds the kernel does not change the kernel: the
     // fingerprint leaves the lineage out.
     let stages = serde_json::to_vec(&(&build, &repro)).unwrap_or_default();
-    let fingerprint = hex::encode(&Sha256::digest(&stages)[..16]);
+    let fingerprint = hex::encode(&Sha256::digest(stages)[..16]);
     build.warm_lineage = req.warm_trees.then(|| req.lineage.clone());
     let spec = JobSpec::new().stage(StageKind::build(), &build).stage(StageKind::reproduce(), &repro);
     let spec = spec.tag(TAG_BISECTION, bisection).tag(TAG_COMMIT, commit).tag(TAG_FINGERPRINT, fingerprint.clone());

@@ -60,7 +60,7 @@ impl fmt::Display for Bisection {
             };
             writeln!(
                 f,
-                "{:<12}  {:<8}  {:<12}  {:<6}  {:>8.1}  {:>8.1}  {:<6}  {:<8}  {titles}",
+                "{:<12}  {:<8}  {:<12}  {:<6}  {:>8.1}  {:>8.1}  {:<6}  {}  {titles}",
                 short(&s.commit),
                 role(s),
                 verdict,
@@ -68,7 +68,7 @@ impl fmt::Display for Bisection {
                 s.outcome.build_secs,
                 s.outcome.reproduce_secs,
                 build_kind(s),
-                s.job.to_string(),
+                s.job,
             )?;
         }
         if self.steps.iter().any(|s| s.flaky) {
