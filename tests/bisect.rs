@@ -81,9 +81,8 @@ async fn cause_and_fix_bisections_name_the_commits_skip_the_broken_one_and_check
     assert_eq!(cause.confidence, 1.0);
 
     // Every step is a job tagged with the bisection.
-    let mut query = ListQuery::default();
-    query.tag = Some(TAG_BISECTION.to_owned());
-    query.tag_value = Some(cause.id.clone());
+    let query =
+        ListQuery { tag: Some(TAG_BISECTION.to_owned()), tag_value: Some(cause.id.clone()), ..ListQuery::default() };
     let tagged = sched.list(&query).await.unwrap();
     assert_eq!(tagged.total, cause.steps.len() as u64);
 
