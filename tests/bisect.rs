@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The reproducer crashes the buggy kernel at once; the budget is how long
 /// a kernel without the bug is watched.
-const BUDGET: Duration = Duration::from_secs(10);
+const BUDGET: Duration = Duration::from_secs(30);
 
 fn tools_available() -> bool {
     kgym_testkit::test_kernel_available() && kgym_testkit::require_tool("qemu-system-x86_64").is_some()
@@ -119,7 +119,7 @@ async fn cause_and_fix_bisections_name_the_commits_skip_the_broken_one_and_check
         let mut v: Vec<String> = ["bisect", "--server", &url, "--source"].map(str::to_owned).to_vec();
         v.push(repo.display().to_string());
         v.extend(
-            ["--good", good, "--bad", bad, "--base", "tinyconfig", "--budget", "10s", "--json"].map(str::to_owned),
+            ["--good", good, "--bad", bad, "--base", "tinyconfig", "--budget", "30s", "--json"].map(str::to_owned),
         );
         v.extend([
             "--fragment".to_owned(),
