@@ -39,7 +39,7 @@ async fn run(history: &History, warm: bool) -> (Bisection, Duration) {
         kgym::samples::config(),
         Reproducer::c(REPRO_C),
     )
-    .budget(Duration::from_secs(10))
+    .budget(Duration::from_secs(30))
     .warm_trees(warm)
     .reuse_steps(false)
     .work_dir(scratch.path());

@@ -18,7 +18,8 @@ use kgym_testkit::history::{BROKEN_AT, BUG_AT, COMMITS, FIX_AT, History, synthet
 use tokio_util::sync::CancellationToken;
 
 /// The reproducer crashes the buggy kernel at once; the budget is how long
-/// a kernel without the bug is watched.
+/// a kernel without the bug is watched (boot included: slow under TCG on a
+/// loaded machine).
 const BUDGET: Duration = Duration::from_secs(30);
 
 fn tools_available() -> bool {
