@@ -375,6 +375,20 @@ mod tests {
     }
 
     #[test]
+    fn a_warm_lineage_needs_a_git_source_and_a_name() {
+        let config = KernelConfig::Full { text: "CONFIG_X=y".into() };
+        let mut git = BuildArgs::new(KernelSource::git("file:///r", "abc"), config.clone());
+        assert!(!serde_json::to_value(&git).unwrap().as_object().unwrap().contains_key("warm_lineage"));
+        git.warm_lineage = Some("bisect".into());
+        assert!(git.check().is_empty(), "{:?}", git.check());
+        git.warm_lineage = Some(" ".into());
+        assert_eq!(git.check().len(), 1, "{:?}", git.check());
+        let mut tarball = BuildArgs::new(KernelSource::tarball("/l.tar.xz"), config);
+        tarball.warm_lineage = Some("bisect".into());
+        assert!(tarball.check()[0].contains("git source"), "{:?}", tarball.check());
+    }
+
+    #[test]
     fn check_lists_every_problem() {
         let mut args = BuildArgs::new(KernelSource::git("", " "), KernelConfig::Full { text: String::new() });
         args.patch = Some("\n".into());
