@@ -70,6 +70,7 @@ impl JobSpec {
 /// Where a job is in its life, with kGym's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobStatus {
     /// Queued for its first stage.
     Pending,

@@ -14,6 +14,15 @@
 //!   what a stage runner implements and gets; [`StageSchema`]: the argument
 //!   check a scheduler runs at submit.
 //!
+//! Enums follow one rule for growth. What a worker *reports* (job status,
+//! crash kinds, cache status, events) is `#[non_exhaustive]`: a client built
+//! against this version keeps working when a newer worker reports more.
+//! What a stage *asks for* (arch, kernel source and config, compiler,
+//! reproducer and userspace kinds, stop policy, accelerator) is exhaustive
+//! on purpose: a new variant is a request every implementation must
+//! handle, so adding one is a breaking change the compiler points out in
+//! each runner instead of a silent fallback at run time.
+//!
 //! ```
 //! use kgym_core::stage::build::{BaseConfig, BuildArgs, KernelConfig, KernelSource};
 //! use kgym_core::stage::reproduce::{KernelRef, ReproduceArgs, Reproducer};

@@ -11,7 +11,16 @@ fn loopback() -> SocketAddr {
 }
 
 async fn get(url: &str) -> (u16, String, String) {
-    let resp = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    get_as(url, None).await
+}
+
+/// GET, with `Authorization: Bearer <token>` when a token is given.
+async fn get_as(url: &str, token: Option<&str>) -> (u16, String, String) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     let kind = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     (status, kind, resp.text().await.unwrap())
@@ -32,16 +41,22 @@ async fn the_gym_serves_the_dashboard_beside_the_apis() {
         assert_eq!((status, kind.as_str()), (200, "text/html; charset=utf-8"), "{page}");
         assert!(body.contains("/ui/assets/js/main.js"), "{page}");
     }
+    // The page shell and its scripts carry no data: served without the
+    // token (the page asks for it and sends it with every API call).
     // The page shell is served at page paths only.
     for asset in kgym::dashboard::asset_paths().filter(|a| *a != "index.html") {
         let (status, _, _) = get(&format!("{url}{}{asset}", kgym::dashboard::ASSET_PREFIX)).await;
         assert_eq!(status, 200, "{asset}");
     }
-    // The APIs keep their paths: the typed API, kGym's job list.
+    // The APIs keep their paths (the typed API, kGym's job list) and the
+    // token still guards their data.
     let (status, kind, body) = get(&format!("{url}/api/v1/health")).await;
     assert_eq!((status, kind.as_str()), (200, "application/json"), "{body}");
-    let (status, kind, _) = get(&format!("{url}/jobs/?mode=by_created_time")).await;
-    assert_eq!((status, kind.as_str()), (200, "application/json"));
+    let jobs = format!("{url}/jobs/?mode=by_created_time");
+    let (status, kind, body) = get(&jobs).await;
+    assert_eq!((status, kind.as_str()), (401, "application/json"), "{body}");
+    let (status, kind, body) = get_as(&jobs, Some("t")).await;
+    assert_eq!((status, kind.as_str()), (200, "application/json"), "{body}");
     gym.shutdown().await;
 }
 

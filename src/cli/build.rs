@@ -261,6 +261,7 @@ fn print_human(out: &BuildOutput) {
     let cache = match out.cache {
         CacheStatus::Hit => "warm tree reused",
         CacheStatus::Miss => "cold build",
+        _ => "built",
     };
     println!(
         "built in {:.1}s ({cache}, {} objects compiled; checkout {:.1}s, config {:.1}s, compile {:.1}s)",

@@ -91,6 +91,8 @@ async fn follow(
                     }
                 }
                 Some(Ok(JobEvent::Log(entry))) => progress.log(entry.stage, &entry.line),
+                // An event kind newer than this client: nothing to show.
+                Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "watch broke; waiting for the job instead");
                     break;

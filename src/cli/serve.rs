@@ -49,8 +49,9 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
         .start()
         .await?;
     let url = gym.http_url().unwrap_or_default();
-    let dashboard = if args.no_dashboard { String::new() } else { format!(", dashboard at {url}/") };
-    eprintln!("kgym: serving {url}{dashboard} (data in {}); ctrl-c to stop", gym.data_dir().display());
+    // The URL stands alone after "serving " (scripts and tests read it).
+    let dashboard = if args.no_dashboard { String::new() } else { format!("; dashboard at {url}/") };
+    eprintln!("kgym: serving {url} (data in {}){dashboard}; ctrl-c to stop", gym.data_dir().display());
     signals.cancel.cancelled().await;
     let name = signals.received().await.map_or("signal", |s| s.name());
     eprintln!("kgym: {name}: stopping (running stages are handed back)");

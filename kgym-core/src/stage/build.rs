@@ -283,6 +283,7 @@ impl StageArgs for BuildArgs {
 /// Whether a build reused a warm tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum CacheStatus {
     /// A warm build tree for the same source/commit/config/toolchain existed.
     Hit,

@@ -227,6 +227,7 @@ pub enum Accel {
 /// Whether a crash is a kernel crash or a verdict about the test machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum CrashKind {
     /// A kernel crash report (oops, KASAN, WARNING, ...).
     Crash,
@@ -238,6 +239,7 @@ pub enum CrashKind {
 /// kGym's image ability: could the image run the reproducer at all?
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ImageAbility {
     /// At least one instance ran the reproducer and did not end in a special
     /// crash only.

@@ -31,6 +31,7 @@ fn default_limit() -> u32 {
 /// Which timestamp a job listing sorts and filters by.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TimeField {
     /// Submission time (kGym's `by_created_time`).
     #[default]
@@ -42,6 +43,7 @@ pub enum TimeField {
 /// Newest or oldest first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Order {
     /// Newest first (kGym's order).
     #[default]
@@ -385,6 +387,7 @@ pub struct TagMatch {
 /// streams it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobEvent {
     /// The job's status or current stage changed (the first event of a
     /// watch is always the current status).
