@@ -12,7 +12,8 @@
 //! idle and at its peak (goal ≤ 100 MB). Then remote no-op workers (over
 //! HTTP) run every job that was not aborted, and the routes that read
 //! results (statistics, finished jobs) are measured again.
-//! `KGYM_SCALE_JOBS` changes the number of jobs.
+//! `KGYM_SCALE_JOBS` changes the number of jobs; without `--bench` (as
+//! `cargo test --all-targets` runs it) it does a quick round of 300.
 //!
 //! The server is this binary run again with `KGYM_SCALE_ROLE=server`, so
 //! its memory is measured alone.
@@ -41,8 +42,12 @@ const RUNS: usize = 31;
 const GOAL_MS: f64 = 10.0;
 const GOAL_RSS_MB: f64 = 100.0;
 
+/// `KGYM_SCALE_JOBS`, else 100,000 under `cargo bench`; without `--bench`
+/// (as `cargo test --all-targets` runs it) a quick round of 300 jobs, so
+/// the code stays exercised without filling a debug build for minutes.
 fn jobs() -> usize {
-    std::env::var("KGYM_SCALE_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000)
+    let full = std::env::args().any(|a| a == "--bench");
+    std::env::var("KGYM_SCALE_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(if full { 100_000 } else { 300 })
 }
 
 /// The server role: a kscheduler on loopback until SIGTERM.
