@@ -314,9 +314,11 @@ fn example(name: &str) -> Option<PathBuf> {
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .max()
         .map(|(_, path)| path);
-    match std::iter::once(plain.clone()).chain(hashed).filter(|p| p.is_file()).max_by_key(|p| {
-        std::fs::metadata(p).and_then(|m| m.modified()).ok()
-    }) {
+    match std::iter::once(plain.clone())
+        .chain(hashed)
+        .filter(|p| p.is_file())
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    {
         Some(path) => Some(path),
         None => {
             kgym_testkit::skip_or_fail(&format!(
