@@ -8,7 +8,7 @@ use super::qmp::{GuestState, VmEvent};
 use super::timeouts::Timeouts;
 use crate::initramfs::USERSPACE_MARKER;
 use crate::outcome::{BootEnd, SpecialCrash};
-use crate::report::{Report, StreamEvent, StreamParser};
+use crate::report::{MAX_LINE_BYTES, Report, StreamEvent, StreamParser};
 
 /// The most console output kept per boot; beyond it the log notes the cut.
 const MAX_LOG: usize = 64 << 20;
@@ -144,15 +144,30 @@ impl Watch {
     pub(crate) fn console(&mut self, bytes: &[u8], now: Instant) -> Option<Ending> {
         self.last_output = now;
         self.append(bytes);
-        self.partial.extend_from_slice(bytes);
         let mut end = None;
-        while let Some(pos) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            if end.is_none() {
-                end = self.line(&line, now);
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            self.push_partial(piece);
+            if piece.ends_with(b"\n") {
+                let line = std::mem::take(&mut self.partial);
+                if end.is_none() {
+                    end = self.line(&line, now);
+                }
             }
         }
         end
+    }
+
+    /// Adds to the unfinished line, keeping it within the parser's
+    /// [`MAX_LINE_BYTES`] (its start and its newest bytes; the parser cuts
+    /// longer lines the same way): a guest that never prints a newline
+    /// cannot grow kgym's memory, and each byte is scanned once.
+    fn push_partial(&mut self, piece: &[u8]) {
+        self.partial.extend_from_slice(piece);
+        if self.partial.len() > MAX_LINE_BYTES {
+            let half = MAX_LINE_BYTES / 2;
+            let cut = self.partial.len() - half;
+            self.partial.drain(half..cut);
+        }
     }
 
     fn line(&mut self, line: &[u8], now: Instant) -> Option<Ending> {

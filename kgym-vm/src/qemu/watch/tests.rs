@@ -246,3 +246,18 @@ fn a_quiet_console_asks_for_the_guest_status_once_per_quiet_period() {
     let StatusVerdict::End(e) = w.status(&GuestState::Panicked, at(26)) else { panic!("a held panic ends the boot") };
     assert_eq!(e.end, BootEnd::Special { special: SpecialCrash::LostConnection });
 }
+
+#[test]
+fn an_endless_line_keeps_bounded_memory_and_the_next_lines_still_count() {
+    let mut w = watch();
+    let now = Instant::now();
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..160 {
+        // 10 MiB without a newline.
+        assert!(w.console(&chunk, now).is_none());
+        assert!(w.partial.len() <= MAX_LINE_BYTES, "{} bytes held", w.partial.len());
+    }
+    let e = feed(&mut w, &format!("\n{USERSPACE_MARKER}\n{KASAN}"));
+    assert!(w.userspace_at.is_some(), "the marker after the long line is seen");
+    assert!(matches!(e.end, BootEnd::Crash { ref title } if title.contains("kgym_note_store")), "{:?}", e.end);
+}
