@@ -8,5 +8,8 @@ cd "$(dirname "$0")/.."
 # `kgym/gcp` adds the GCS store and its tests against a fake XML API
 # (kgym-core/tests/gcs.rs, tests/gcs_store.rs); one feature set for every
 # step, so nothing is compiled twice.
+# The stock services as real binaries: tests/signals.rs runs them
+# (`cargo test --all-targets` builds examples only as test harnesses).
+cargo build --workspace --examples --features kgym/gcp
 cargo test --workspace --all-targets --no-fail-fast --features kgym/gcp "$@"
 cargo test --workspace --doc --features kgym/gcp

@@ -292,41 +292,21 @@ fn kgym_reproduce_stopped_mid_boot_leaves_no_qemu_and_no_scratch() {
     }
 }
 
-/// A stock service built from `examples/`, next to this test's own binary.
-/// `cargo build --examples` leaves it as `examples/<name>`; `cargo test
-/// --all-targets` builds it too but leaves only `examples/<name>-<hash>`
-/// (the newest one is this build's).
+/// A stock service built from `examples/` by `cargo build --examples`
+/// (`scripts/test.sh` does it first), next to this test's own binary.
+/// `cargo test --all-targets` alone is not enough: it builds each example
+/// as a test harness (`examples/<name>-<hash>` runs zero tests).
 fn example(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?.join("examples");
-    let plain = dir.join(name);
-    let hashed = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let file = e.file_name();
-            let file = file.to_string_lossy();
-            file.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix('-'))
-                .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-        })
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .max()
-        .map(|(_, path)| path);
-    match std::iter::once(plain.clone())
-        .chain(hashed)
-        .filter(|p| p.is_file())
-        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-    {
-        Some(path) => Some(path),
-        None => {
-            kgym_testkit::skip_or_fail(&format!(
-                "{} is not built (cargo test --all-targets or cargo build --examples builds it)",
-                plain.display()
-            ));
-            None
-        }
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    if path.is_file() {
+        Some(path)
+    } else {
+        kgym_testkit::skip_or_fail(&format!(
+            "{} is not built (cargo build --examples builds it; scripts/test.sh does)",
+            path.display()
+        ));
+        None
     }
 }
 
