@@ -46,6 +46,7 @@ pub use kgym_vm as vm;
 pub mod compose {
     pub use kgym_compat::kbench::*;
 }
+pub mod bisect;
 mod gym;
 pub mod samples;
 

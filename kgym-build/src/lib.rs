@@ -61,6 +61,7 @@ mod checkout;
 mod error;
 mod kbuild_deps;
 mod kconfig;
+mod lineage;
 mod log;
 mod make;
 mod patch;

@@ -20,6 +20,7 @@ use crate::builder::Settings;
 use crate::checkout;
 use crate::error::{Error, Result};
 use crate::kconfig;
+use crate::lineage;
 use crate::log::BuildLog;
 use crate::make::{self, MakeEnv};
 use crate::patch;
@@ -37,7 +38,7 @@ const KEY_FORMAT: u32 = 3;
 const IMAGE_TARGET: &str = "bzImage";
 
 /// Where the source of a tree comes from, once resolved.
-enum Source {
+pub(crate) enum Source {
     Git { repo_dir: PathBuf, commit: git2::Oid, backports: Vec<ResolvedBackport> },
     Tarball { pristine: PathBuf },
 }
@@ -58,8 +59,18 @@ struct KeyMaterial<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum SourceKey {
-    Git { url: String, commit: String },
-    Tarball { identity: String },
+    Git {
+        url: String,
+        commit: String,
+    },
+    /// A tree shared by the commits of one lineage ([`BuildArgs::warm_lineage`]).
+    GitLineage {
+        url: String,
+        lineage: String,
+    },
+    Tarball {
+        identity: String,
+    },
 }
 
 /// A locked, built tree and what is known about the build.
@@ -195,7 +206,12 @@ async fn remove_partial_outputs(out: &Path, since: u64) -> Result<usize> {
 }
 
 /// Brings the tree's sources from the patch they carry to `want`.
-async fn switch_patch(tree: &mut WarmTree, want: Option<&str>, limits: &Limits, log: &BuildLog) -> Result<()> {
+pub(crate) async fn switch_patch(
+    tree: &mut WarmTree,
+    want: Option<&str>,
+    limits: &Limits,
+    log: &BuildLog,
+) -> Result<()> {
     if tree.state.applied_patch.as_deref() == want {
         return Ok(());
     }
@@ -282,7 +298,10 @@ async fn prepare(s: &Settings, req: &BuildArgs, ctx: &BuildContext, log: &BuildL
         require_tool("git")?;
     }
 
-    let (source, source_key) = resolve_source(s, req, &limits, log).await?;
+    let (source, mut source_key) = resolve_source(s, req, &limits, log).await?;
+    if let (Some(lineage), KernelSource::Git { url, .. }) = (&req.warm_lineage, &req.source) {
+        source_key = SourceKey::GitLineage { url: normalize_url(url), lineage: lineage.clone() };
+    }
     let material = KeyMaterial {
         format: KEY_FORMAT,
         source: source_key,
@@ -312,8 +331,16 @@ async fn prepare(s: &Settings, req: &BuildArgs, ctx: &BuildContext, log: &BuildL
     }
 
     let mut timings = BuildTimings::default();
-    let cache = if tree.state.ready {
+    let mut moved: Option<Vec<String>> = None;
+    let mut cache = if tree.state.ready {
         log.step(&format!("reusing warm tree {key}"));
+        if let Source::Git { commit, .. } = &source
+            && tree.state.commit.as_deref() != Some(commit.to_string().as_str())
+        {
+            let changed = lineage::move_to_commit(&mut tree, source, &make, &req.config, &limits, log).await?;
+            timings.checkout_secs = started.elapsed().as_secs_f64();
+            moved = Some(changed.unwrap_or_default());
+        }
         CacheStatus::Hit
     } else {
         log.step(&format!("preparing cold tree {key}"));
@@ -346,7 +373,26 @@ async fn prepare(s: &Settings, req: &BuildArgs, ctx: &BuildContext, log: &BuildL
     let t = Instant::now();
     let mut compiled = Vec::new();
     if !tree.state.built {
-        compiled = run_make(&mut tree, &make, &[IMAGE_TARGET], &limits, log).await?;
+        compiled = match run_make(&mut tree, &make, &[IMAGE_TARGET], &limits, log).await {
+            Ok(compiled) => compiled,
+            // Objects of the tree's earlier commit may be what broke the
+            // build: a step must never fail because of them, so the same
+            // sources are built once more from an empty build directory —
+            // unless the error is in a file the move rewrote (then the new
+            // sources are broken, and a cold build fails the same way).
+            Err(Error::CompileFailed { first_error, .. })
+                if moved.as_ref().is_some_and(|c| !lineage::error_in_changed_file(first_error.as_deref(), c)) =>
+            {
+                log.step(&format!(
+                    "the warm build after moving commits failed ({}); building cold to rule out stale objects",
+                    first_error.as_deref().unwrap_or("no error line")
+                ));
+                cache = CacheStatus::Miss;
+                lineage::clear_build_dir(&mut tree, &make, &req.config, &limits, log).await?;
+                run_make(&mut tree, &make, &[IMAGE_TARGET], &limits, log).await?
+            }
+            Err(e) => return Err(e),
+        };
         tree.state.built = true;
         tree.save()?;
     } else {

@@ -12,6 +12,8 @@
 //!   ([`test_kernel_with_patch`]) are rebuilt incrementally on the same
 //!   tree and cached by the patch's hash; [`minimal_kernel`]s (no KASAN,
 //!   no debug info) for other arches and compilers.
+//! - [`history`]: a synthetic 30-commit kernel history (bug introduced,
+//!   build broken, bug fixed) for bisection tests and benches.
 //! - [`fake_gcs`]: an in-process fake of GCS's XML API for `object_store`'s
 //!   GCS client (real GCS is not reachable from tests).
 //!
@@ -26,6 +28,7 @@
 //! ```
 
 pub mod fake_gcs;
+pub mod history;
 pub mod kernel;
 
 use std::path::{Path, PathBuf};

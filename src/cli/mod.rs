@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bisect;
 mod build;
 mod progress;
 mod remote;
@@ -65,6 +66,8 @@ impl Common {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Find the commit that introduced or fixed a crash (git bisect over build + reproduce jobs).
+    Bisect(bisect::Args),
     /// Build a kernel and write bzImage, vmlinux and .config into a folder.
     Build(build::Args),
     /// Boot a kernel in QEMU and run a reproducer; print the verdict.
@@ -91,6 +94,7 @@ pub enum Command {
 pub async fn dispatch(cli: Cli) -> CmdResult {
     let common = cli.common;
     match cli.command {
+        Command::Bisect(a) => bisect::run(a, &common).await,
         Command::Build(a) => build::run(a, &common).await,
         Command::Reproduce(a) => reproduce::run(a, &common).await,
         Command::Report(a) => report::run(a, &common).await,

@@ -202,6 +202,12 @@ pub struct BuildArgs {
     /// Time limit for the whole build (default: the builder's).
     #[serde(default, with = "crate::duration::serde_human_opt", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Share one warm tree across commits of a git source: builds with the
+    /// same lineage name (and the same everything but the commit) reuse one
+    /// tree that checks out each new commit in place, so `make` rebuilds only
+    /// what changed (bisection). `None`: the tree is keyed by the commit too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_lineage: Option<String>,
 }
 
 impl BuildArgs {
@@ -220,6 +226,7 @@ impl BuildArgs {
             compile_commands: false,
             cmdline: None,
             timeout: None,
+            warm_lineage: None,
         }
     }
 
@@ -260,6 +267,14 @@ impl StageArgs for BuildArgs {
             && p.trim().is_empty()
         {
             problems.push("patch is empty (omit it instead)".to_owned());
+        }
+        if let Some(lineage) = &self.warm_lineage {
+            if lineage.trim().is_empty() {
+                problems.push("warm_lineage is empty (omit it instead)".to_owned());
+            }
+            if matches!(self.source, KernelSource::Tarball { .. }) {
+                problems.push("warm_lineage needs a git source (a tarball has one commit only)".to_owned());
+            }
         }
         problems
     }
@@ -358,6 +373,20 @@ mod tests {
         assert_eq!(i386, Arch::I386);
         let lld: Linker = serde_json::from_str("\"ld.lld\"").unwrap();
         assert_eq!(lld, Linker::Lld);
+    }
+
+    #[test]
+    fn a_warm_lineage_needs_a_git_source_and_a_name() {
+        let config = KernelConfig::Full { text: "CONFIG_X=y".into() };
+        let mut git = BuildArgs::new(KernelSource::git("file:///r", "abc"), config.clone());
+        assert!(!serde_json::to_value(&git).unwrap().as_object().unwrap().contains_key("warm_lineage"));
+        git.warm_lineage = Some("bisect".into());
+        assert!(git.check().is_empty(), "{:?}", git.check());
+        git.warm_lineage = Some(" ".into());
+        assert_eq!(git.check().len(), 1, "{:?}", git.check());
+        let mut tarball = BuildArgs::new(KernelSource::tarball("/l.tar.xz"), config);
+        tarball.warm_lineage = Some("bisect".into());
+        assert!(tarball.check()[0].contains("git source"), "{:?}", tarball.check());
     }
 
     #[test]
