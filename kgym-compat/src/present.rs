@@ -1,6 +1,6 @@
 //! Jobs, results and logs shown with kGym's field names beside ours.
 
-use kgym_core::stage::build::{Arch, BuildArgs, BuildResult, KernelConfig, KernelSource, Linker};
+use kgym_core::stage::build::{BuildArgs, BuildResult, KernelConfig, KernelSource, Linker};
 use kgym_core::stage::patch_check::{PatchCheckArgs, PatchCheckResult};
 use kgym_core::stage::reproduce::{KernelRef, ReproduceArgs, ReproduceResult, ReproducerKind};
 use kgym_core::{Job, Outcome, StageKind, StageResult, StageSpec};
@@ -57,13 +57,6 @@ fn obj(v: Value) -> Map<String, Value> {
     }
 }
 
-fn arch_name(a: Arch) -> &'static str {
-    match a {
-        Arch::X86_64 => "amd64",
-        Arch::I386 => "386",
-    }
-}
-
 /// A stage argument with kGym's fields added where they can be derived.
 fn present_args(stage: &StageSpec) -> Value {
     let extra = match stage.kind.as_str() {
@@ -77,7 +70,7 @@ fn present_args(stage: &StageSpec) -> Value {
                 if let KernelConfig::Full { text } = &b.config {
                     m.insert("kernel-config".into(), json!(text));
                 }
-                m.insert("kernel-arch".into(), json!(arch_name(b.arch)));
+                m.insert("kernel-arch".into(), json!(b.arch.syz_name()));
                 m.insert("compiler".into(), serde_json::to_value(b.compiler).unwrap_or_default());
                 let linker = match b.linker {
                     Some(Linker::Lld) => "ld.lld",
@@ -160,7 +153,7 @@ pub fn present_result(kind: &StageKind, r: &StageResult) -> Value {
                     if let Some(cc) = &b.compile_commands {
                         m.insert("kernel-compile-commands-url".into(), json!(cc));
                     }
-                    m.insert("kernel-arch".into(), json!(arch_name(b.arch)));
+                    m.insert("kernel-arch".into(), json!(b.arch.syz_name()));
                 }
             }
             StageKind::REPRODUCE => {
@@ -304,6 +297,7 @@ pub fn present_page<T>(page: &Page<T>, item: impl Fn(&T) -> Value) -> Value {
 mod tests {
     use super::*;
     use chrono::Utc;
+    use kgym_core::stage::build::Arch;
     use kgym_core::stage::reproduce::{Accel, CrashKind, CrashSummary, ImageAbility, Incident};
     use kgym_core::{ArtifactKey, JobId, JobStatus, StageIndex, Tags};
 

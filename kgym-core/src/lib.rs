@@ -17,11 +17,15 @@
 //! Enums follow one rule for growth. What a worker *reports* (job status,
 //! crash kinds, cache status, events) is `#[non_exhaustive]`: a client built
 //! against this version keeps working when a newer worker reports more.
-//! What a stage *asks for* (arch, kernel source and config, compiler,
-//! reproducer and userspace kinds, stop policy, accelerator) is exhaustive
-//! on purpose: a new variant is a request every implementation must
-//! handle, so adding one is a breaking change the compiler points out in
-//! each runner instead of a silent fallback at run time.
+//! What a stage *asks for* (kernel source and config, compiler, reproducer
+//! and userspace kinds, stop policy, accelerator) is exhaustive on purpose:
+//! a new variant is a request every implementation must handle, so adding
+//! one is a breaking change the compiler points out in each runner instead
+//! of a silent fallback at run time. The one exception is
+//! [`Arch`](stage::build::Arch), `#[non_exhaustive]` because new
+//! architectures are certain to come and most code only passes it on: a
+//! runner converts it once into the architectures it supports and refuses
+//! the others with a typed error (kgym-vm's guest arch check).
 //!
 //! ```
 //! use kgym_core::stage::build::{BaseConfig, BuildArgs, KernelConfig, KernelSource};

@@ -19,6 +19,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The run asks for an architecture this crate cannot boot.
+    #[error("run a {} guest: kgym-vm boots x86_64 and i386 kernels", arch.as_str())]
+    UnsupportedArch {
+        /// The architecture asked for.
+        arch: Arch,
+    },
     /// A host tool the run needs is not installed.
     #[error("find {tool} on this host: {hint}")]
     ToolMissing {

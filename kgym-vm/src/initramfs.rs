@@ -13,6 +13,7 @@ use kgym_core::stage::build::Arch;
 
 use crate::elf::{self, Unfit};
 use crate::error::{Error, Result};
+use crate::guest_arch::GuestArch;
 
 /// Printed by init once `/proc`, `/sys` and `/dev` are up: the boot reached
 /// userspace.
@@ -39,21 +40,21 @@ pub const BUSYBOX_I386: &str = "/opt/kgym/busybox-i386/bin/busybox";
 /// x86_64 [`BUSYBOX_CANDIDATES`]; for i386 [`BUSYBOX_I386`], then
 /// [`BUSYBOX_CANDIDATES`] (a host busybox only qualifies if it is a 32-bit
 /// i386 binary, as on an i386 host).
-pub fn busybox_candidates(arch: Arch) -> Vec<PathBuf> {
+pub(crate) fn busybox_candidates(arch: GuestArch) -> Vec<PathBuf> {
     let first = match arch {
-        Arch::X86_64 => None,
-        Arch::I386 => Some(BUSYBOX_I386),
+        GuestArch::X86_64 => None,
+        GuestArch::I386 => Some(BUSYBOX_I386),
     };
     first.into_iter().chain(BUSYBOX_CANDIDATES.iter().copied()).map(PathBuf::from).collect()
 }
 
 /// What an `arch` guest needs as its busybox, and how to get it.
-fn busybox_need(arch: Arch) -> String {
+fn busybox_need(arch: GuestArch) -> String {
     match arch {
-        Arch::X86_64 => "an x86_64 guest needs a static 64-bit busybox: install busybox-static \
+        GuestArch::X86_64 => "an x86_64 guest needs a static 64-bit busybox: install busybox-static \
                          (apt-get install busybox-static)"
             .into(),
-        Arch::I386 => format!(
+        GuestArch::I386 => format!(
             "an i386 guest needs a static 32-bit busybox: run scripts/setup.sh, which installs one at {BUSYBOX_I386}"
         ),
     }
@@ -63,18 +64,19 @@ fn busybox_need(arch: Arch) -> String {
 /// ELF file of the guest's class and machine ([`Error::GuestBinaryArch`]
 /// otherwise), statically linked ([`Error::ToolMissing`] otherwise).
 pub fn check_busybox(arch: Arch, path: &Path) -> Result<()> {
+    let guest = GuestArch::try_from(arch)?;
     match elf::unfit_for(path, arch).map_err(Error::io(path))? {
         None => Ok(()),
         Some(Unfit::Dynamic) => Err(Error::ToolMissing {
             tool: "busybox".into(),
-            hint: format!("{} is dynamically linked; {}", path.display(), busybox_need(arch)),
+            hint: format!("{} is dynamically linked; {}", path.display(), busybox_need(guest)),
         }),
         Some(unfit) => Err(Error::GuestBinaryArch {
             what: "busybox".into(),
             path: path.to_owned(),
             found: unfit.describe(),
             guest: arch,
-            need: busybox_need(arch),
+            need: busybox_need(guest),
         }),
     }
 }
@@ -86,7 +88,7 @@ pub fn check_busybox(arch: Arch, path: &Path) -> Result<()> {
 pub fn find_busybox_for(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     match explicit {
         Some(p) => check_busybox(arch, p).map(|()| p.to_owned()),
-        None => find_in(arch, &busybox_candidates(arch)),
+        None => find_in(arch, &busybox_candidates(GuestArch::try_from(arch)?)),
     }
 }
 
@@ -104,7 +106,7 @@ fn find_in(arch: Arch, candidates: &[PathBuf]) -> Result<PathBuf> {
             Err(e) => passed_over.push(e.to_string()),
         }
     }
-    let mut hint = busybox_need(arch);
+    let mut hint = busybox_need(GuestArch::try_from(arch)?);
     if !passed_over.is_empty() {
         hint = format!("{hint} ({})", passed_over.join("; "));
     }
@@ -409,9 +411,9 @@ mod tests {
         assert!(hint.contains(&format!("{} is an x86_64 binary", x64.display())), "{hint}");
         assert!(hint.contains(&format!("{} is dynamically linked", i386_dyn.display())), "{hint}");
         // The i386 search order: the setup script's busybox first, then the host's.
-        let c = busybox_candidates(Arch::I386);
+        let c = busybox_candidates(GuestArch::I386);
         assert_eq!(c[0], Path::new(BUSYBOX_I386));
-        assert_eq!(c[1..], busybox_candidates(Arch::X86_64)[..]);
+        assert_eq!(c[1..], busybox_candidates(GuestArch::X86_64)[..]);
     }
 
     #[test]

@@ -68,6 +68,7 @@ mod bzimage;
 mod cmdline;
 mod elf;
 mod error;
+mod guest_arch;
 mod initramfs;
 pub mod outcome;
 mod process;

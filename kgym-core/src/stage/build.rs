@@ -99,7 +99,12 @@ pub struct Backport {
 }
 
 /// Target architecture.
+///
+/// `#[non_exhaustive]`: more architectures are expected (arm64, riscv64).
+/// A runner converts an `Arch` once into the set it supports and refuses
+/// the others with a typed error, rather than matching it everywhere.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Arch {
     /// 64-bit x86 (kGym's `amd64`).
     #[default]
@@ -122,6 +127,20 @@ impl Arch {
     /// The name used in artifacts and results.
     pub fn as_str(self) -> &'static str {
         self.make_arch()
+    }
+
+    /// syzkaller's (and kGym's) name: `amd64`, `386`.
+    ///
+    /// ```
+    /// use kgym_core::stage::build::Arch;
+    /// assert_eq!(Arch::I386.syz_name(), "386");
+    /// assert_eq!(Arch::from_name(Arch::X86_64.syz_name()), Some(Arch::X86_64));
+    /// ```
+    pub fn syz_name(self) -> &'static str {
+        match self {
+            Self::X86_64 => "amd64",
+            Self::I386 => "386",
+        }
     }
 
     /// The arch named `name`: the kernel's name (`x86_64`, `i386`) or

@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use kgym_core::MachineSpec;
-use kgym_core::stage::build::Arch;
 use kgym_core::stage::reproduce::Accel;
+
+use crate::guest_arch::GuestArch;
 
 /// Disk image formats QEMU is told about explicitly (never guessed: a raw
 /// image that looks like qcow2 must not be probed).
@@ -61,10 +62,10 @@ pub struct QemuArgs {
 
 /// The QEMU system emulator for `arch` (a 32-bit kernel boots in
 /// `qemu-system-i386`).
-pub fn qemu_program(arch: Arch) -> &'static str {
+pub(crate) fn qemu_program(arch: GuestArch) -> &'static str {
     match arch {
-        Arch::X86_64 => "qemu-system-x86_64",
-        Arch::I386 => "qemu-system-i386",
+        GuestArch::X86_64 => "qemu-system-x86_64",
+        GuestArch::I386 => "qemu-system-i386",
     }
 }
 
@@ -159,7 +160,7 @@ mod tests {
 
     #[test]
     fn i386_uses_its_own_emulator_and_formats_are_detected() {
-        assert_eq!(qemu_program(Arch::I386), "qemu-system-i386");
+        assert_eq!(qemu_program(GuestArch::I386), "qemu-system-i386");
         let dir = tempfile::tempdir().unwrap();
         let q = dir.path().join("q");
         std::fs::write(&q, b"QFI\xfb\0\0\0\x03").unwrap();

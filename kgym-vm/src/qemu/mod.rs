@@ -25,6 +25,7 @@ use kgym_core::stage::build::Arch;
 
 use crate::accel::AccelMode;
 use crate::error::{Error, Result};
+use crate::guest_arch::GuestArch;
 use crate::initramfs;
 use crate::process;
 use crate::repro::ReproTools;
@@ -59,12 +60,15 @@ impl QemuRunner {
         QemuRunnerBuilder::default()
     }
 
-    /// The QEMU binary for `arch`.
+    /// The QEMU binary for `arch` ([`Error::UnsupportedArch`] for an
+    /// architecture this crate does not boot).
     pub fn qemu_program(&self, arch: Arch) -> Result<PathBuf> {
-        let (given, name) = match arch {
-            Arch::X86_64 => (&self.qemu_x86_64, args::qemu_program(arch)),
-            Arch::I386 => (&self.qemu_i386, args::qemu_program(arch)),
+        let guest = GuestArch::try_from(arch)?;
+        let given = match guest {
+            GuestArch::X86_64 => &self.qemu_x86_64,
+            GuestArch::I386 => &self.qemu_i386,
         };
+        let name = args::qemu_program(guest);
         match given {
             Some(p) => Ok(p.clone()),
             None => process::require_program(name, "install qemu-system-x86 (apt-get install qemu-system-x86)"),

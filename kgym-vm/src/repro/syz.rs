@@ -121,14 +121,6 @@ fn go_pairs(body: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// syzkaller's name of an architecture.
-pub fn syz_arch(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "amd64",
-        Arch::I386 => "386",
-    }
-}
-
 /// The `syz-execprog` command that runs `prog` (paths as seen in the guest),
 /// as syzkaller's `ExecprogCmd` builds it; `nproc` overrides the header's
 /// `procs` (kGym's `nproc`).
@@ -142,7 +134,7 @@ pub fn execprog_command(
 ) -> String {
     let mut cmd = format!(
         "{execprog} -executor={executor} -arch={} -sandbox={} -procs={} -repeat={} -threaded={} -collide={} -cover=0",
-        syz_arch(arch),
+        arch.syz_name(),
         opts.sandbox,
         nproc.unwrap_or(opts.procs).max(1),
         if opts.repeat { 0 } else { 1 },

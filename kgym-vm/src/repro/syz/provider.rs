@@ -29,7 +29,6 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::syz_arch;
 use crate::error::{Error, Result};
 use crate::process;
 
@@ -129,7 +128,7 @@ impl SyzkallerProvider {
     /// The binaries inside a syzkaller directory (`dir/bin/linux_<arch>/`,
     /// or `dir/` itself when the binaries are directly there).
     pub fn binaries_in(dir: &Path, arch: Arch) -> Option<(PathBuf, PathBuf)> {
-        let sub = dir.join("bin").join(format!("linux_{}", syz_arch(arch)));
+        let sub = dir.join("bin").join(format!("linux_{}", arch.syz_name()));
         [sub, dir.to_owned()].into_iter().find_map(|d| {
             let (e, x) = (d.join("syz-execprog"), d.join("syz-executor"));
             (e.is_file() && x.is_file()).then_some((e, x))
@@ -172,7 +171,7 @@ impl SyzkallerProvider {
         if let Some(dir) = &self.prebuilt {
             let (execprog, executor) = Self::binaries_in(dir, arch).ok_or_else(|| Error::Syzkaller {
                 commit: "prebuilt".into(),
-                reason: format!("{} has no syz-execprog and syz-executor for {}", dir.display(), syz_arch(arch)),
+                reason: format!("{} has no syz-execprog and syz-executor for {}", dir.display(), arch.syz_name()),
             })?;
             return Ok(SyzBinaries { execprog, executor, commit: "prebuilt".into(), skipped: Vec::new() });
         }
@@ -189,7 +188,7 @@ impl SyzkallerProvider {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let span = tracing::info_span!("syzkaller_build", commit = c, arch = syz_arch(arch));
+            let span = tracing::info_span!("syzkaller_build", commit = c, arch = arch.syz_name());
             match self.build(c, arch, cancel).instrument(span).await {
                 Ok(mut b) => {
                     b.skipped = skipped;
@@ -345,7 +344,7 @@ impl SyzkallerProvider {
         cancel: &CancellationToken,
     ) -> Result<()> {
         let mut cmd = process::tree_command(make);
-        cmd.current_dir(tree).arg(format!("TARGETARCH={}", syz_arch(arch))).args(["execprog", "executor"]);
+        cmd.current_dir(tree).arg(format!("TARGETARCH={}", arch.syz_name())).args(["execprog", "executor"]);
         cmd.envs(self.build_env.iter().map(|(k, v)| (k, v)));
         let path = self
             .build_env
@@ -378,7 +377,7 @@ impl SyzkallerProvider {
     async fn publish(&self, hash: &str, arch: Arch, tree: &Path, scratch: &Path) -> Result<SyzBinaries> {
         let (execprog, executor) = Self::binaries_in(tree, arch).ok_or_else(|| Error::Syzkaller {
             commit: hash.into(),
-            reason: format!("the build produced no bin/linux_{}/syz-execprog and syz-executor", syz_arch(arch)),
+            reason: format!("the build produced no bin/linux_{}/syz-execprog and syz-executor", arch.syz_name()),
         })?;
         let staged = scratch.join("out");
         tokio::fs::create_dir_all(&staged).await.map_err(Error::io(&staged))?;
@@ -386,7 +385,7 @@ impl SyzkallerProvider {
             tokio::fs::copy(src, staged.join(name)).await.map_err(Error::io(src))?;
         }
         let out_dir = self.build_dir(hash);
-        let arch_dir = out_dir.join("bin").join(format!("linux_{}", syz_arch(arch)));
+        let arch_dir = out_dir.join("bin").join(format!("linux_{}", arch.syz_name()));
         let bin = out_dir.join("bin");
         std::fs::create_dir_all(&bin).map_err(Error::io(&bin))?;
         if let Err(e) = std::fs::rename(&staged, &arch_dir) {
