@@ -18,8 +18,7 @@
 //! The server is this binary run again with `KGYM_SCALE_ROLE=server`, so
 //! its memory is measured alone.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -29,6 +28,7 @@ use kgym::Gym;
 use kgym::core::{StageContext, StageFailure, StageKind, StageSchema, Worker};
 use kgym::sched::http::{HttpWorkerBackend, ServerOptions};
 use kgym::sched::runtime::{RuntimeOptions, WorkerRuntime};
+use kgym_testkit::server::ServerProcess;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "scale";
@@ -67,53 +67,25 @@ fn serve() {
     });
 }
 
-/// The server process; SIGTERM'd and reaped when dropped.
-struct Server {
-    child: Child,
-    url: String,
+/// The server process (this binary in the server role); SIGTERM'd and
+/// reaped when dropped.
+fn start_server(data: &std::path::Path) -> ServerProcess {
+    let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+    cmd.env(ROLE, "server").env(DATA, data).env("RUST_LOG", "warn");
+    ServerProcess::url_on_stdout(cmd)
 }
 
-impl Server {
-    fn start(data: &std::path::Path) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("own path"))
-            .env(ROLE, "server")
-            .env(DATA, data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("the server's URL");
-        Self { child, url: line.trim().to_owned() }
-    }
-
-    /// (VmRSS, VmHWM) in MB.
-    fn rss(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kb = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server's (VmRSS, VmHWM) in MB.
+fn rss(server: &ServerProcess) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
+    let kb = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
 }
 
 /// A worker that ends its stage at once: a build with no kernel, a
@@ -206,8 +178,8 @@ fn main() {
     }
     let n = jobs();
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path());
-    let url = server.url.clone();
+    let server = start_server(dir.path());
+    let url = server.url().to_owned();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
         let http = reqwest::Client::new();
@@ -222,7 +194,7 @@ fn main() {
             .count()
             .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (idle, _) = server.rss();
+        let (idle, _) = rss(&server);
 
         let mid = &ids[n / 2];
         let a_bug = bug(n / 2);
@@ -289,7 +261,7 @@ fn main() {
             took.as_secs_f64() * 1000.0,
             "streamed"
         );
-        let (now, peak) = server.rss();
+        let (now, peak) = rss(&server);
         println!(
             "server RSS: idle {idle:.1} MB, after the unpaged lookup {now:.1} MB, peak {peak:.1} MB (goal ≤ {GOAL_RSS_MB})"
         );
@@ -338,7 +310,7 @@ fn main() {
             }
             println!("{name:<46} {ms:>12.2} {:>8}", format!("≤ {GOAL_MS}"));
         }
-        let (_, peak) = server.rss();
+        let (_, peak) = rss(&server);
         println!("server RSS peak after the runs: {peak:.1} MB (goal ≤ {GOAL_RSS_MB})");
         println!("routes over {GOAL_MS} ms: {over}");
     });

@@ -9,12 +9,12 @@
 //! git repository once per checkout (under `target/kgym-test-cache`); the build
 //! shares the test kernel's ccache, so compiling is mostly cache hits.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kgym::samples::{BUG_PATCH, BUG_TITLE, DEBIAN_KERNEL_TARBALL, REPRO_C};
+use kgym_testkit::server::ServerProcess;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "compat-test-token";
@@ -74,51 +74,18 @@ fn kernel_git_repo() -> (PathBuf, String) {
     (repo, commit)
 }
 
-/// `kgym serve` on a free loopback port; killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kgym"))
-            .arg("--data")
-            .arg(data)
-            .arg("--build-cache")
-            .arg(kgym_testkit::test_cache_dir())
-            .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kgym serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("kgym serve exited before serving").unwrap();
-            eprintln!("[kgym serve] {line}");
-            if let Some(rest) = line.strip_prefix("kgym: serving ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining the server's log so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("[kgym serve] {l}")));
-        Self { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM hands stages back and stops QEMU/make; then reap it.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `kgym serve` on a free loopback port, sharing the tests' build cache;
+/// stopped when dropped.
+fn serve(data: &Path) -> ServerProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kgym"));
+    cmd.arg("--data").arg(data).arg("--build-cache").arg(kgym_testkit::test_cache_dir()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--token",
+        TOKEN,
+    ]);
+    ServerProcess::kgym_serve(cmd)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +100,7 @@ async fn a_kgym_raw_job_is_built_and_reproduced_for_real_through_kgym_serve() {
     let config = std::fs::read_to_string(kgym_testkit::test_kernel().await.config).unwrap();
     let (repo, commit) = kernel_git_repo();
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path());
+    let server = serve(data.path());
     let http = reqwest::Client::new();
 
     let raw = json!({
@@ -151,10 +118,10 @@ async fn a_kgym_raw_job_is_built_and_reproduced_for_real_through_kgym_serve() {
     // Writes need the token (a small body: the server answers 401 without
     // reading the rest, which a big upload would see as a broken pipe).
     let tiny = json!({"job_workers": [], "worker_arguments": []});
-    let resp = http.post(format!("{}/jobs/new_raw_job", server.url)).json(&tiny).send().await.unwrap();
+    let resp = http.post(format!("{}/jobs/new_raw_job", server.url())).json(&tiny).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     let resp =
-        http.post(format!("{}/jobs/new_raw_job", server.url)).bearer_auth(TOKEN).json(&raw).send().await.unwrap();
+        http.post(format!("{}/jobs/new_raw_job", server.url())).bearer_auth(TOKEN).json(&raw).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let id: String = resp.json().await.unwrap();
     assert_eq!(id.len(), 8, "kGym shows job ids as 8 hex digits: {id}");
@@ -163,7 +130,7 @@ async fn a_kgym_raw_job_is_built_and_reproduced_for_real_through_kgym_serve() {
     let deadline = Instant::now() + Duration::from_secs(30 * 60);
     let job: Value = loop {
         let job: Value = http
-            .get(format!("{}/jobs/{id}", server.url))
+            .get(format!("{}/jobs/{id}", server.url()))
             .bearer_auth(TOKEN)
             .send()
             .await
@@ -200,7 +167,7 @@ async fn a_kgym_raw_job_is_built_and_reproduced_for_real_through_kgym_serve() {
     assert!(incidents >= 1);
     // kGym's kv routes: the job's keys, and the job found by its tag.
     let keys: Value = http
-        .get(format!("{}/jobs/{id}/keys", server.url))
+        .get(format!("{}/jobs/{id}/keys", server.url()))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -210,12 +177,12 @@ async fn a_kgym_raw_job_is_built_and_reproduced_for_real_through_kgym_serve() {
         .unwrap();
     assert!(keys.to_string().contains("composed-by"), "{keys:#}");
     let tagged =
-        http.get(format!("{}/jobs/kv/bug-reproduction-for", server.url)).bearer_auth(TOKEN).send().await.unwrap();
+        http.get(format!("{}/jobs/kv/bug-reproduction-for", server.url())).bearer_auth(TOKEN).send().await.unwrap();
     let tagged: Value = tagged.json().await.unwrap();
     assert!(tagged.to_string().contains(&id), "{tagged:#}");
     // The job log holds the stages' lines.
     let log: Value = http
-        .get(format!("{}/jobs/{id}/log", server.url))
+        .get(format!("{}/jobs/{id}/log", server.url()))
         .bearer_auth(TOKEN)
         .send()
         .await

@@ -3,56 +3,19 @@
 //! the real binary, reads guarded by the token, and an insecure listen
 //! refused with a sentence before anything is created.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use kgym_testkit::server::ServerProcess;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "py-t0ken";
 
 /// `kgym serve` on a free loopback port; stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(data: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kgym"))
-            .arg("--data")
-            .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kgym serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("kgym serve exited before serving").unwrap();
-            if let Some(rest) = line.strip_prefix("kgym: serving ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("[kgym serve] {l}")));
-        Self { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn serve(data: &Path, extra: &[&str]) -> ServerProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kgym"));
+    cmd.arg("--data").arg(data).args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN]).args(extra);
+    ServerProcess::kgym_serve(cmd)
 }
 
 /// What kGym's Python client does, with `requests`: the base URL carries
@@ -96,8 +59,8 @@ fn kgyms_python_client_works_unchanged_with_the_token_in_its_base_url() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(&data.path().join("data"), &[]);
-    let base = server.url.replace("http://", &format!("http://kgym:{TOKEN}@"));
+    let server = serve(&data.path().join("data"), &[]);
+    let base = server.url().replace("http://", &format!("http://kgym:{TOKEN}@"));
     // A kbuilder job that fails at once (its repository does not exist):
     // nothing is built here.
     let payload = json!({
@@ -108,7 +71,7 @@ fn kgyms_python_client_works_unchanged_with_the_token_in_its_base_url() {
         "kv": {"bug-reproduction-for": "py"}
     });
     let out = Command::new("timeout")
-        .args(["60", "python3", "-c", CLIENT, &base, &server.url, &payload.to_string()])
+        .args(["60", "python3", "-c", CLIENT, &base, server.url(), &payload.to_string()])
         .output()
         .unwrap();
     assert!(out.status.success(), "the Python client failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -127,11 +90,11 @@ fn kgyms_python_client_works_unchanged_with_the_token_in_its_base_url() {
 #[tokio::test]
 async fn public_reads_open_kgym_reads_but_not_writes() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(&data.path().join("data"), &["--public-reads"]);
+    let server = serve(&data.path().join("data"), &["--public-reads"]);
     let http = reqwest::Client::new();
-    let list = http.get(format!("{}/jobs/?mode=by_created_time", server.url)).send().await.unwrap();
+    let list = http.get(format!("{}/jobs/?mode=by_created_time", server.url())).send().await.unwrap();
     assert_eq!(list.status(), 200);
-    let write = http.post(format!("{}/jobs/new_raw_job", server.url)).json(&json!({})).send().await.unwrap();
+    let write = http.post(format!("{}/jobs/new_raw_job", server.url())).json(&json!({})).send().await.unwrap();
     assert_eq!(write.status(), 401);
 }
 

@@ -4,8 +4,11 @@
 //! be fetched on its own by hash. (The repository cache's unit tests cover
 //! a commit pushed after the cache was populated, on small repositories.) A backport
 //! whose fix is on a side branch is cherry-picked because the guilty commit
-//! (A) is in the checkout. ccache (warmed by the shared test kernel) keeps
-//! the make cheap; the config is the test kernel's.
+//! (A) is in the checkout. The tree is a lineage tree (as bisection's): the
+//! next commit, C, moves it in place, and a stale object planted in its
+//! build directory makes the warm build fail, which must be retried cold.
+//! ccache (warmed by the shared test kernel) keeps the makes cheap; the
+//! config is the test kernel's.
 
 mod common;
 
@@ -64,7 +67,7 @@ fn commit_edit(repo: &Repository, parent: Oid, file: &str, from: &str, to: &str,
 }
 
 #[tokio::test]
-async fn builds_a_commit_only_reachable_by_fetch_with_a_backport() {
+async fn builds_a_commit_only_reachable_by_fetch_with_a_backport_then_moves_on_and_retries_cold() {
     if !test_kernel_available() {
         return;
     }
@@ -109,7 +112,12 @@ async fn builds_a_commit_only_reachable_by_fetch_with_a_backport() {
     );
 
     let url = format!("file://{}", origin_dir.display());
-    let mut req = BuildArgs { source: KernelSource::git(&url, b.to_string()), ..kasan_args() };
+    // A lineage tree (as bisection uses): the next commit moves it in place.
+    let mut req = BuildArgs {
+        source: KernelSource::git(&url, b.to_string()),
+        warm_lineage: Some("git-source-test".into()),
+        ..kasan_args()
+    };
     req.backports.push(Backport {
         fix_hash: fix.to_string(),
         fix_title: "kgym: test fix".into(),
@@ -150,4 +158,40 @@ async fn builds_a_commit_only_reachable_by_fetch_with_a_backport() {
         out.timings.total_secs,
         out.compiled.len()
     );
+
+    // A stale object the move to the next commit does not rebuild (an
+    // object of a file the commit leaves alone, newer than its source, but
+    // garbage): the warm link fails outside the changed files, so the
+    // builder builds the same sources once more from an empty build
+    // directory and the step succeeds.
+    let stale = tree_src.join(".kgym-out/kernel/fork.o");
+    assert!(stale.is_file(), "{} is built", stale.display());
+    std::fs::write(&stale, b"not an object file").unwrap();
+    let c = commit_edit(
+        &origin,
+        b,
+        "kernel/sys.c",
+        "SYSCALL_DEFINE0(getuid)\n{\n",
+        "SYSCALL_DEFINE0(getuid)\n{\n\t/* commit C */\n",
+        "kgym: commit C",
+    );
+    origin.reference("refs/heads/main", c, true, "").unwrap();
+    let req_c = BuildArgs { source: KernelSource::git(&url, c.to_string()), ..req.clone() };
+    let log_c = common::sink();
+    let out_c =
+        builder.build(&req_c, &BuildContext::new(data.path().join("out-c")).with_logs(log_c.clone())).await.unwrap();
+    let lines = log_c.lines();
+    assert!(lines.iter().any(|l| l.contains("moving the warm tree from")), "the lineage tree moved in place");
+    assert!(
+        lines.iter().any(|l| l.contains("building cold to rule out stale objects")),
+        "the failed warm build is retried cold:\n{}",
+        lines.iter().filter(|l| l.starts_with("kgym:")).cloned().collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(out_c.cache, CacheStatus::Miss, "a cold retry is reported as a miss");
+    assert_eq!(out_c.commit.as_deref(), Some(c.to_string().as_str()));
+    let sys_c = std::fs::read_to_string(tree_src.join("kernel/sys.c")).unwrap();
+    assert!(sys_c.contains("/* commit C */") && sys_c.contains("/* commit B */"));
+    assert_ne!(std::fs::read(&stale).unwrap(), b"not an object file", "the stale object was rebuilt");
+    assert!(std::fs::metadata(&out_c.vmlinux).unwrap().len() > 1 << 20);
+    eprintln!("cold retry after the failed warm build: total {:.0}s", out_c.timings.total_secs);
 }

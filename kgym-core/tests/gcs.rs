@@ -1,6 +1,7 @@
 //! The GCS artifact store (`ArtifactStore::gcs_with`, feature `gcp`):
 //! `object_store`'s real GCS client against kgym-testkit's in-process fake
-//! of the GCS XML API (real GCS is not reachable here; OAuth is disabled).
+//! of the GCS XML API (real GCS is not reachable here; most tests disable
+//! OAuth, one signs every request with a real service-account key).
 //! Mirrors the local store's unit tests, plus what only a remote store has:
 //! multipart uploads, paginated listings, percent-encoded object names.
 #![cfg(feature = "gcp")]
@@ -266,4 +267,50 @@ async fn generation_preconditions_answer_412() {
     let err = store.object_store().put_opts(&path, b"b".to_vec().into(), create()).await.unwrap_err();
     assert!(matches!(err, object_store::Error::AlreadyExists { .. }), "{err:?}");
     assert_eq!(&store.get(&ArtifactKey::parse(path.as_ref()).unwrap()).await.unwrap()[..], b"a");
+}
+
+/// The deployment's path: a service-account key JSON with a real private
+/// key. `object_store` signs a JWT with it for every request and the fake
+/// checks each one with the public half, as GCS does; a key whose private
+/// half is not the account's, or no key at all, is refused (401) and
+/// writes nothing.
+#[tokio::test]
+async fn a_service_account_key_signs_every_request() {
+    let fake = FakeGcs::builder().bucket(BUCKET).service_account().start().await.expect("fake GCS starts");
+    let key_json = fake.service_account_key();
+    let parsed: serde_json::Value = serde_json::from_str(&key_json).unwrap();
+    assert_eq!(parsed["type"], "service_account");
+    assert!(parsed["private_key"].as_str().unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(parsed.get("disable_oauth").is_none());
+    let store_with = |json: String| {
+        ArtifactStore::gcs_with(
+            GoogleCloudStorageBuilder::new().with_service_account_key(json).with_bucket_name(BUCKET),
+        )
+        .expect("GCS store builds")
+    };
+
+    let store = store_with(key_json.clone());
+    let k = key(3, 0, &StageKind::build(), "bzImage");
+    store.put(&k, b"kernel".to_vec()).await.unwrap();
+    assert_eq!(&store.get(&k).await.unwrap()[..], b"kernel");
+    assert_eq!(store.list_job(JobId::new(3)).await.unwrap(), vec![k.clone()]);
+    assert!(fake.refused().is_empty(), "{:?}", fake.refused());
+    assert!(fake.requests().len() >= 3);
+
+    // The same account id and e-mail with another account's private key.
+    let other = FakeGcs::builder().service_account().start().await.unwrap();
+    let mut forged = parsed.clone();
+    forged["private_key"] =
+        serde_json::from_str::<serde_json::Value>(&other.service_account_key()).unwrap()["private_key"].clone();
+    let k2 = key(3, 0, &StageKind::build(), "vmlinux");
+    let err = store_with(forged.to_string()).put(&k2, b"x".to_vec()).await.unwrap_err();
+    assert!(matches!(&err, Error::Artifact { .. }), "{err:?}");
+    assert!(fake.refused().iter().any(|r| r.contains("signature")), "{:?}", fake.refused());
+
+    // No credentials (an emulator's key) against a bucket that wants them.
+    let mut open = parsed.clone();
+    open["disable_oauth"] = true.into();
+    let err = store_with(open.to_string()).get(&k).await.unwrap_err();
+    assert!(matches!(&err, Error::Artifact { .. }), "{err:?}");
+    assert_eq!(fake.object_names(BUCKET), vec![k.to_string()], "refused requests write nothing");
 }

@@ -60,11 +60,11 @@ fn busybox_need(arch: GuestArch) -> String {
     }
 }
 
-/// Checks that `path` is a static busybox an `arch` guest can execute: an
+/// Checks that `path` is a static busybox a `guest` can execute: an
 /// ELF file of the guest's class and machine ([`Error::GuestBinaryArch`]
 /// otherwise), statically linked ([`Error::ToolMissing`] otherwise).
-pub fn check_busybox(arch: Arch, path: &Path) -> Result<()> {
-    let guest = GuestArch::try_from(arch)?;
+fn check_for(guest: GuestArch, path: &Path) -> Result<()> {
+    let arch = Arch::from(guest);
     match elf::unfit_for(path, arch).map_err(Error::io(path))? {
         None => Ok(()),
         Some(Unfit::Dynamic) => Err(Error::ToolMissing {
@@ -82,35 +82,36 @@ pub fn check_busybox(arch: Arch, path: &Path) -> Result<()> {
 }
 
 /// A static busybox for an `arch` guest: `explicit` when given (checked
-/// with [`check_busybox`]), else the first of [`busybox_candidates`] that
+/// with `check_for`), else the first of [`busybox_candidates`] that
 /// passes the check. When none does, [`Error::ToolMissing`] says what each
 /// candidate found is and where to get the right one.
 pub fn find_busybox_for(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+    let guest = GuestArch::try_from(arch)?;
     match explicit {
-        Some(p) => check_busybox(arch, p).map(|()| p.to_owned()),
-        None => find_in(arch, &busybox_candidates(GuestArch::try_from(arch)?)),
+        Some(p) => check_for(guest, p).map(|()| p.to_owned()),
+        None => find_in(guest, &busybox_candidates(guest)),
     }
 }
 
-fn find_in(arch: Arch, candidates: &[PathBuf]) -> Result<PathBuf> {
+fn find_in(guest: GuestArch, candidates: &[PathBuf]) -> Result<PathBuf> {
     let mut passed_over = Vec::new();
     let mut seen = std::collections::HashSet::new();
     // /bin and /usr/bin are often one directory: look at each file once.
     for path in
         candidates.iter().filter(|p| p.is_file() && seen.insert(p.canonicalize().unwrap_or_else(|_| (*p).clone())))
     {
-        match check_busybox(arch, path) {
+        match check_for(guest, path) {
             Ok(()) => return Ok(path.clone()),
             Err(Error::GuestBinaryArch { found, .. }) => passed_over.push(format!("{} is {found}", path.display())),
             Err(Error::ToolMissing { .. }) => passed_over.push(format!("{} is dynamically linked", path.display())),
             Err(e) => passed_over.push(e.to_string()),
         }
     }
-    let mut hint = busybox_need(GuestArch::try_from(arch)?);
+    let mut hint = busybox_need(guest);
     if !passed_over.is_empty() {
         hint = format!("{hint} ({})", passed_over.join("; "));
     }
-    Err(Error::ToolMissing { tool: format!("busybox for {} guests", arch.as_str()), hint })
+    Err(Error::ToolMissing { tool: format!("busybox for {} guests", Arch::from(guest).as_str()), hint })
 }
 
 /// A `newc` cpio archive under construction.
@@ -368,9 +369,9 @@ mod tests {
         let i386 = write_fake(dir.path(), "bb32", &elf(false, EM_386, false));
         let i386_dyn = write_fake(dir.path(), "bb32-dyn", &elf(false, EM_386, true));
         let script = write_fake(dir.path(), "bb.sh", b"#!/bin/sh\n");
-        check_busybox(Arch::X86_64, &x64).unwrap();
-        check_busybox(Arch::I386, &i386).unwrap();
-        let err = check_busybox(Arch::I386, &x64).unwrap_err();
+        check_for(GuestArch::X86_64, &x64).unwrap();
+        check_for(GuestArch::I386, &i386).unwrap();
+        let err = check_for(GuestArch::I386, &x64).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(&err, Error::GuestBinaryArch { guest: Arch::I386, path, .. } if *path == x64), "{err:?}");
         assert_eq!(
@@ -381,11 +382,11 @@ mod tests {
                 x64.display()
             )
         );
-        let err = check_busybox(Arch::X86_64, &i386).unwrap_err();
+        let err = check_for(GuestArch::X86_64, &i386).unwrap_err();
         assert!(err.to_string().contains("is an i386 binary; an x86_64 guest needs"), "{err}");
-        let err = check_busybox(Arch::I386, &script).unwrap_err();
+        let err = check_for(GuestArch::I386, &script).unwrap_err();
         assert!(matches!(&err, Error::GuestBinaryArch { found, .. } if found == "not an ELF executable"), "{err:?}");
-        let err = check_busybox(Arch::I386, &i386_dyn).unwrap_err();
+        let err = check_for(GuestArch::I386, &i386_dyn).unwrap_err();
         assert!(matches!(&err, Error::ToolMissing { hint, .. } if hint.contains("dynamically linked")), "{err:?}");
         // An explicit busybox is checked, never replaced by a candidate.
         assert!(matches!(find_busybox_for(Arch::I386, Some(&x64)), Err(Error::GuestBinaryArch { .. })));
@@ -401,10 +402,10 @@ mod tests {
         let i386_dyn = write_fake(dir.path(), "bb32-dyn", &elf(false, EM_386, true));
         let missing = dir.path().join("missing");
         let all = [missing.clone(), i386_dyn.clone(), x64.clone(), i386.clone()];
-        assert_eq!(find_in(Arch::I386, &all).unwrap(), i386);
-        assert_eq!(find_in(Arch::X86_64, &all).unwrap(), x64);
+        assert_eq!(find_in(GuestArch::I386, &all).unwrap(), i386);
+        assert_eq!(find_in(GuestArch::X86_64, &all).unwrap(), x64);
         // Only a 64-bit one for an i386 guest: say what was found and what is needed.
-        let err = find_in(Arch::I386, &[missing, x64.clone(), i386_dyn.clone()]).unwrap_err();
+        let err = find_in(GuestArch::I386, &[missing, x64.clone(), i386_dyn.clone()]).unwrap_err();
         let Error::ToolMissing { tool, hint } = &err else { panic!("{err:?}") };
         assert_eq!(tool, "busybox for i386 guests");
         assert!(hint.starts_with("an i386 guest needs a static 32-bit busybox: run scripts/setup.sh"), "{hint}");

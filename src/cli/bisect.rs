@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kgym::bisect::{BisectKind, BisectRequest, Step, bisect_with_progress};
-use kgym::core::stage::build::{Arch, BaseConfig, KernelConfig};
+use kgym::core::stage::build::Arch;
 use kgym::core::stage::reproduce::{Reproducer, ReproducerKind};
 use kgym::sched::Scheduler;
 use kgym::sched::http::HttpScheduler;
 
-use super::build::BaseArg;
+use super::config_args::ConfigArgs;
 use super::{CmdResult, Common, parse_arch, parse_duration};
 
 /// Find the commit that introduced (`--kind cause`) or fixed (`--kind fix`)
@@ -21,7 +21,6 @@ use super::{CmdResult, Common, parse_arch, parse_duration};
 /// fix bisection the good (older) end must crash and the bad (newer) one
 /// must not. Each step is a build + reproduce job tagged `kgym.bisect=<id>`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("configuration").required(true).args(["config", "base"])))]
 pub struct Args {
     /// The kernel source: a local git repository or a git URL.
     #[arg(long)]
@@ -32,15 +31,9 @@ pub struct Args {
     /// The newer end.
     #[arg(long)]
     pub bad: String,
-    /// A full .config file.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// A base config target instead of --config.
-    #[arg(long, value_enum)]
-    pub base: Option<BaseArg>,
-    /// Config fragment files applied on top of --base, in order.
-    #[arg(long, requires = "base")]
-    pub fragment: Vec<PathBuf>,
+    /// How the kernel is configured.
+    #[command(flatten)]
+    pub configuration: ConfigArgs,
     /// The reproducer: a C program (.c) or a syzkaller program (.syz).
     #[arg(long)]
     pub repro: PathBuf,
@@ -77,18 +70,7 @@ fn read(what: &str, path: &Path) -> Result<String, String> {
 }
 
 fn request(args: &Args) -> Result<BisectRequest, String> {
-    let config = match (&args.config, args.base) {
-        (Some(path), _) => KernelConfig::Full { text: read("config", path)? },
-        (None, base) => {
-            let base = match base.unwrap_or(BaseArg::Tinyconfig) {
-                BaseArg::Tinyconfig => BaseConfig::Tinyconfig,
-                BaseArg::Defconfig => BaseConfig::Defconfig,
-                BaseArg::Allnoconfig => BaseConfig::Allnoconfig,
-            };
-            let fragments = args.fragment.iter().map(|f| read("config fragment", f)).collect::<Result<_, _>>()?;
-            KernelConfig::Base { base, fragments }
-        }
-    };
+    let config = args.configuration.kernel_config(read)?;
     let mut reproducer = Reproducer::c(read("reproducer", &args.repro)?);
     reproducer.kind = match args.repro.extension().and_then(|e| e.to_str()) {
         Some("c") => ReproducerKind::C,

@@ -10,18 +10,16 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use kgym::build::{BuildContext, BuildOutput, KernelBuilder, LocalBuilder};
 use kgym::core::LogSink;
-use kgym::core::stage::build::{
-    Arch, BaseConfig, BuildArgs, CacheStatus, Compiler, KernelConfig, KernelSource, Linker,
-};
+use kgym::core::stage::build::{Arch, BuildArgs, CacheStatus, Compiler, KernelSource, Linker};
 use serde::Serialize;
 
+use super::config_args::ConfigArgs;
 use super::{CmdResult, Common, parse_arch, parse_duration};
 
 /// Build a kernel and write bzImage, vmlinux, config and build.log into a
 /// folder. Caches (repositories, extracted tarballs, warm build trees) live
 /// under `<data>/build`, so rebuilding with another patch is incremental.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("configuration").required(true).args(["config", "base"])))]
 pub struct Args {
     /// The kernel source: a git URL, a local git repository, or a source
     /// tarball (e.g. /usr/src/linux-source-6.1.tar.xz).
@@ -31,15 +29,9 @@ pub struct Args {
     /// HEAD.
     #[arg(long)]
     pub commit: Option<String>,
-    /// A full .config file.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// A base config target instead of --config.
-    #[arg(long, value_enum)]
-    pub base: Option<BaseArg>,
-    /// Config fragment files applied on top of --base, in order.
-    #[arg(long, requires = "base")]
-    pub fragment: Vec<PathBuf>,
+    /// How the kernel is configured.
+    #[command(flatten)]
+    pub configuration: ConfigArgs,
     /// A unified diff applied to the source (`git apply`).
     #[arg(long)]
     pub patch: Option<PathBuf>,
@@ -77,17 +69,6 @@ pub struct Args {
     /// "seconds", "cache", ...}, or {"error": {"code", "message", ...}}.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `--base` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum BaseArg {
-    /// make tinyconfig
-    Tinyconfig,
-    /// make defconfig
-    Defconfig,
-    /// make allnoconfig
-    Allnoconfig,
 }
 
 /// `--compiler` values.
@@ -198,21 +179,10 @@ pub async fn request(args: &Args) -> Result<BuildArgs, Error> {
         };
         KernelSource::git(url, args.commit.clone().unwrap_or_else(|| "HEAD".to_owned()))
     };
-    let config = match (&args.config, args.base) {
-        (Some(path), _) => KernelConfig::Full { text: read("config", path).await? },
-        (None, base) => {
-            let base = match base.unwrap_or(BaseArg::Tinyconfig) {
-                BaseArg::Tinyconfig => BaseConfig::Tinyconfig,
-                BaseArg::Defconfig => BaseConfig::Defconfig,
-                BaseArg::Allnoconfig => BaseConfig::Allnoconfig,
-            };
-            let mut fragments = Vec::new();
-            for f in &args.fragment {
-                fragments.push(read("config fragment", f).await?);
-            }
-            KernelConfig::Base { base, fragments }
-        }
-    };
+    // Config files are small: read in place.
+    let config = args.configuration.kernel_config(|what, path| {
+        std::fs::read_to_string(path).map_err(|source| Error::Read { what, path: path.to_owned(), source })
+    })?;
     let mut req = BuildArgs::new(source, config);
     if let Some(p) = &args.patch {
         req.patch = Some(read("patch", p).await?);
@@ -364,6 +334,7 @@ pub async fn run(args: Args, common: &Common) -> CmdResult {
 mod tests {
     use super::*;
     use clap::Parser;
+    use kgym::core::stage::build::{BaseConfig, KernelConfig};
 
     #[derive(Debug, Parser)]
     struct Cli {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bisect;
 mod build;
+mod config_args;
 mod progress;
 mod remote;
 mod report;

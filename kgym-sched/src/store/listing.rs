@@ -5,8 +5,9 @@
 //! seeking to the page's cursor), then the rows of just those ids. Jobs
 //! in submission order are in job-id order; by modification, in
 //! (modified time, id) order. Totals come from the counters migration
-//! 0003 keeps, except inside a time window, which is counted (a cost in
-//! proportion to the jobs inside it).
+//! 0003 keeps; inside a time window, from the hour counters of migration
+//! 0004 (see [`window`]), except with a tag filter too, which is counted
+//! (a cost in proportion to the jobs inside the window).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 use super::cursor::Cursor;
 use super::sql::{Filter, limit_offset};
+use super::window;
 use super::{raw, status_of, to_time};
 use crate::error::{Error, Result};
 use crate::types::{JobSummary, ListQuery, Order, Page, StatusCounts, TimeField};
@@ -196,6 +198,10 @@ impl<'q> Listing<'q> {
 
     /// How many jobs match (ignoring the page and the cursor).
     fn total(&self, conn: &Connection) -> Result<u64> {
+        if let (Some((from, to)), None) = (self.window, self.tag) {
+            let per_status = window::counts(conn, self.q.by, from, to, self.status)?;
+            return Ok(per_status.iter().map(|(_, n)| n).sum());
+        }
         if self.window.is_some() {
             let mut f = Filter::default();
             f.add_opt("j.status = ?", self.status.map(str::to_owned));
@@ -212,7 +218,7 @@ impl<'q> Listing<'q> {
             (Some((k, v)), status) => tag_count(conn, k, v, status),
             (None, Some(s)) => status_count(conn, s),
             (None, None) => conn
-                .query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get::<_, i64>(0))
+                .query_row("SELECT COALESCE(SUM(n), 0) FROM job_counts", [], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
                 .map_err(Error::db("count jobs")),
         }
@@ -342,6 +348,30 @@ fn list_planned(
 pub(crate) fn counts(conn: &Connection, q: &ListQuery) -> Result<StatusCounts> {
     let q = ListQuery { status: None, after: None, ..q.clone() };
     let listing = Listing::new(&q)?;
+    let rows = if let (Some((from, to)), None) = (listing.window, listing.tag) {
+        window::counts(conn, q.by, from, to, None)?
+    } else {
+        counted(conn, &listing)?
+    };
+    let mut c = StatusCounts::default();
+    for (status, n) in rows {
+        match status_of(&status) {
+            JobStatus::Pending => c.pending = n,
+            JobStatus::Waiting => c.waiting = n,
+            JobStatus::InProgress => c.in_progress = n,
+            JobStatus::Finished => c.finished = n,
+            JobStatus::Aborted => c.aborted = n,
+            // The table's CHECK constraint admits only the statuses above;
+            // a status added to the contract gets its own counter here.
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// Jobs per status that `listing` selects, from the tag and status
+/// counters, or (tag and window) counted.
+fn counted(conn: &Connection, listing: &Listing<'_>) -> Result<Vec<(String, u64)>> {
     let (sql, args) = if listing.window.is_some() {
         let mut f = Filter::default();
         listing.add_tag_probe(&mut f);
@@ -360,25 +390,9 @@ pub(crate) fn counts(conn: &Connection, q: &ListQuery) -> Result<StatusCounts> {
         }
     };
     let mut stmt = conn.prepare_cached(&sql).map_err(Error::db("count jobs"))?;
-    let rows = stmt
-        .query_map(params_from_iter(args), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+    stmt.query_map(params_from_iter(args), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
         .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
-        .map_err(Error::db("count jobs"))?;
-    let mut c = StatusCounts::default();
-    for (status, n) in rows {
-        let n = n.max(0) as u64;
-        match status_of(&status) {
-            JobStatus::Pending => c.pending = n,
-            JobStatus::Waiting => c.waiting = n,
-            JobStatus::InProgress => c.in_progress = n,
-            JobStatus::Finished => c.finished = n,
-            JobStatus::Aborted => c.aborted = n,
-            // The table's CHECK constraint admits only the statuses above;
-            // a status added to the contract gets its own counter here.
-            _ => {}
-        }
-    }
-    Ok(c)
+        .map_err(Error::db("count jobs"))
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! updates, tags added and changed, modification times with ties) and
 //! random queries; every plan must return what filtering and sorting the
 //! whole set returns, totals and counts included (so the counters the
-//! triggers keep are checked too), and cursors must walk the same list.
+//! triggers keep, per status, tag and hour, are checked too), and cursors
+//! must walk the same list.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,7 +49,7 @@ fn query() -> impl Strategy<Value = ListQuery> {
         any::<bool>(),
         proptest::option::of(0..5usize),
         proptest::option::of((0..3usize, proptest::option::of(0..2usize))),
-        proptest::option::of((0..8i64, 0..8i64)),
+        proptest::option::of((0..8i64, 0..8i64, 0..3u8)),
         0..40u64,
         1..8u32,
     )
@@ -58,16 +59,21 @@ fn query() -> impl Strategy<Value = ListQuery> {
             status: status.map(|s| STATUSES[s]),
             tag: tag.map(|(k, _)| KEYS[k].to_owned()),
             tag_value: tag.and_then(|(_, v)| v.map(|v| VALUES[v].to_owned())),
-            from: window.map(|(a, _)| Utc.timestamp_micros(base(a)).unwrap()),
-            to: window.map(|(a, b)| Utc.timestamp_micros(base(a + b)).unwrap()),
+            // Both ends, or one of them open.
+            from: window.filter(|w| w.2 != 1).map(|(a, _, _)| Utc.timestamp_micros(base(a)).unwrap()),
+            to: window.filter(|w| w.2 != 2).map(|(a, b, _)| Utc.timestamp_micros(base(a + b)).unwrap()),
             start,
             limit,
             after: None,
         })
 }
 
+/// Times half an hour apart from the start of an hour: every other one
+/// starts an hour, so windows cover whole hours (read from the hour
+/// counters) and end on, just before and inside hours (read from rows).
 fn base(offset: i64) -> i64 {
-    1_700_000_000_000_000 + offset * 1000
+    const HOUR_START: i64 = 1_699_999_200_000_000;
+    HOUR_START + offset * 1_800_000_000
 }
 
 fn fill(conn: &mut Connection, jobs: &[GenJob]) -> Vec<ModelJob> {

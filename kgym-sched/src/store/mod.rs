@@ -5,12 +5,14 @@
 //! scheduler runs them on the blocking pool through [`Store::run`].
 
 mod cursor;
+mod hours;
 pub(crate) mod jobs;
 pub(crate) mod listing;
 pub(crate) mod logs;
 mod sql;
 pub(crate) mod stats;
 pub(crate) mod tags;
+mod window;
 pub(crate) mod workers;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../../migrations/0001_init.sql")),
     ("0002_workers_and_stats.sql", include_str!("../../migrations/0002_workers_and_stats.sql")),
     ("0003_fast_listings.sql", include_str!("../../migrations/0003_fast_listings.sql")),
+    ("0004_counted_windows.sql", include_str!("../../migrations/0004_counted_windows.sql")),
 ];
 
 /// A unit of work for the database thread.

@@ -13,11 +13,10 @@ use std::collections::BTreeMap;
 use kgym_core::{JobId, StageKind};
 use rusqlite::{Connection, params};
 
+use super::hours::{HOUR_US, first_whole_hour, start_of};
 use super::{stored_kind, to_time};
 use crate::error::{Error, Result};
 use crate::types::{HeadlineCount, HourCount, KindDurations, Stats};
-
-const HOUR_US: i64 = 3_600_000_000;
 
 /// The window: `since` (µs), and the start of its first whole hour (the
 /// rollups cover from there on; the rows, from `since` to there).
@@ -29,12 +28,12 @@ struct Window {
 
 impl Window {
     fn new(since: i64) -> Self {
-        Self { since, first_hour: since.div_euclid(HOUR_US) + i64::from(since.rem_euclid(HOUR_US) != 0) }
+        Self { since, first_hour: first_whole_hour(since) }
     }
 
     /// The end (µs, exclusive) of the part read from the rows.
     fn edge(&self) -> i64 {
-        self.first_hour.saturating_mul(HOUR_US)
+        start_of(self.first_hour)
     }
 }
 

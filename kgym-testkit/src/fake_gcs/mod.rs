@@ -28,8 +28,14 @@
 //! Listings page at 1000 keys like GCS; [`FakeGcsBuilder::max_page_size`]
 //! lowers that cap so tests can exercise continuation tokens cheaply.
 //!
-//! Not modelled: authentication (any bearer token is accepted; the client is
-//! configured with `disable_oauth`), the JSON API (`object_store` uses it only
+//! Authentication: by default any bearer token is accepted (the client is
+//! configured with `disable_oauth`). With
+//! [`FakeGcsBuilder::service_account`] the fake makes a service account
+//! with a real RSA key, hands out its key JSON, and answers 401
+//! `AuthenticationRequired` to any request whose bearer token is not a JWT
+//! self-signed with that key for storage, valid now (see `auth.rs`).
+//!
+//! Not modelled: the JSON API (`object_store` uses it only
 //! for OAuth tokens and `signBlob` signed URLs), copy/rewrite, object
 //! versioning history (only the live generation is kept), `x-goog-hash`
 //! checksums, conditional GET headers (`If-Match`, ...), `Content-Encoding`
@@ -60,6 +66,7 @@ use sha2::{Digest, Sha256};
 
 use wire::{Resume, decode_token, encode_token, parse_complete_body, parse_range, percent_decode, xml_escape};
 
+mod auth;
 mod wire;
 
 /// GCS's cap on keys per listing page.
@@ -72,6 +79,7 @@ const MIN_PART_SIZE: usize = 5 << 20;
 pub struct FakeGcsBuilder {
     buckets: Vec<String>,
     max_page_size: usize,
+    service_account: bool,
 }
 
 impl FakeGcsBuilder {
@@ -89,13 +97,23 @@ impl FakeGcsBuilder {
         self
     }
 
+    /// Requires every request to carry a bearer token self-signed with the
+    /// key of a service account the fake makes (as GCS checks one); the
+    /// key JSON is [`FakeGcs::service_account_key`].
+    pub fn service_account(mut self) -> Self {
+        self.service_account = true;
+        self
+    }
+
     /// Binds `127.0.0.1:0` and serves on the current tokio runtime until the
     /// returned handle is dropped.
     pub async fn start(self) -> io::Result<FakeGcs> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let account = if self.service_account { Some(auth::ServiceAccount::generate()?) } else { None };
         let shared = Arc::new(Shared {
             max_page_size: self.max_page_size,
+            account,
             state: Mutex::new(Buckets {
                 buckets: self.buckets.into_iter().map(|b| (b, BTreeMap::new())).collect(),
                 ..Buckets::default()
@@ -139,7 +157,7 @@ pub struct RecordedRequest {
 impl FakeGcs {
     /// A builder with no buckets and GCS's 1000-key listing pages.
     pub fn builder() -> FakeGcsBuilder {
-        FakeGcsBuilder { buckets: Vec::new(), max_page_size: GCS_MAX_KEYS }
+        FakeGcsBuilder { buckets: Vec::new(), max_page_size: GCS_MAX_KEYS, service_account: false }
     }
 
     /// `http://127.0.0.1:PORT`, the XML API endpoint.
@@ -147,9 +165,14 @@ impl FakeGcs {
         format!("http://{}", self.addr)
     }
 
-    /// A service-account key JSON that makes `object_store` talk to this
-    /// server without OAuth (`disable_oauth`, `gcs_base_url`).
+    /// A service-account key JSON that points `object_store` at this server
+    /// (`gcs_base_url`): the fake's own account with its private key when
+    /// built with [`FakeGcsBuilder::service_account`], else one without
+    /// OAuth (`disable_oauth`).
     pub fn service_account_key(&self) -> String {
+        if let Some(account) = &self.shared.account {
+            return account.key_json(&self.base_url()).to_string();
+        }
         serde_json::json!({
             "disable_oauth": true,
             "gcs_base_url": self.base_url(),
@@ -188,6 +211,12 @@ impl FakeGcs {
         self.shared.lock().log.clone()
     }
 
+    /// Requests refused for their credentials, with the reason, in arrival
+    /// order (with [`FakeGcsBuilder::service_account`]).
+    pub fn refused(&self) -> Vec<String> {
+        self.shared.lock().refused.clone()
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.shared.lock().log.clear();
@@ -197,6 +226,7 @@ impl FakeGcs {
 #[derive(Debug)]
 struct Shared {
     max_page_size: usize,
+    account: Option<auth::ServiceAccount>,
     state: Mutex<Buckets>,
 }
 
@@ -212,6 +242,7 @@ struct Buckets {
     buckets: HashMap<String, BTreeMap<String, Object>>,
     uploads: HashMap<String, Upload>,
     log: Vec<RecordedRequest>,
+    refused: Vec<String>,
     /// Source of generations and upload ids (GCS uses microsecond
     /// timestamps; only uniqueness and growth matter).
     counter: i64,
@@ -263,6 +294,12 @@ async fn handle(
         return error(StatusCode::BAD_REQUEST, "InvalidURI", "Couldn't parse the specified URI.", path);
     };
     let mut state = shared.lock();
+    if let Some(account) = &shared.account
+        && let Err(why) = account.check(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+    {
+        state.refused.push(why.clone());
+        return error(StatusCode::UNAUTHORIZED, "AuthenticationRequired", "Authentication required.", &why);
+    }
     state.log.push(RecordedRequest {
         method: method.to_string(),
         bucket: bucket.clone(),
