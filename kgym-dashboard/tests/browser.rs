@@ -312,7 +312,7 @@ async fn abort_from_the_page(b: &Browser, url: &str, sched: &Arc<dyn Scheduler>,
     // Without a token: refused, and the page says so.
     b.click("#auth-button").await;
     b.click("#token-forget").await;
-    assert_eq!(b.texts("#auth-state").await, ["No token"]);
+    b.wait_texts("#auth-state", &["No token"]).await;
     b.click("#abort").await;
     b.wait_js(
         "the refusal without a token",
@@ -326,7 +326,7 @@ async fn abort_from_the_page(b: &Browser, url: &str, sched: &Arc<dyn Scheduler>,
     b.click("#auth-button").await;
     // (Enter in the field saves, as the dialog's first button.)
     b.type_into("#token-input", "not-the-token\u{E007}").await;
-    assert_eq!(b.texts("#auth-state").await, ["Token set"]);
+    b.wait_texts("#auth-state", &["Token set"]).await;
     b.click("#abort").await;
     b.wait_js(
         "the refusal of a wrong token",
@@ -340,6 +340,13 @@ async fn abort_from_the_page(b: &Browser, url: &str, sched: &Arc<dyn Scheduler>,
     b.click("#auth-button").await;
     b.type_into("#token-input", TOKEN).await;
     b.click("#token-save").await;
+    // The dialog's `close` event stores it, a task after the click.
+    b.wait_js(
+        "the token to be stored",
+        "return sessionStorage.getItem('kgym.token') === arguments[0];",
+        vec![json!(TOKEN)],
+    )
+    .await;
     b.click("#abort").await;
     b.wait_js(
         "the job to show aborted",

@@ -179,6 +179,21 @@ impl Browser {
         }
     }
 
+    /// Waits until the elements matching `css` show exactly `texts` (the
+    /// page updates some of them from events queued after a click, e.g. a
+    /// dialog's `close`).
+    pub async fn wait_texts(&self, css: &str, texts: &[&str]) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = self.texts(css).await;
+            if now == texts {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {css} to show {texts:?}; it shows {now:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The text of every element matching `css`, in page order.
     pub async fn texts(&self, css: &str) -> Vec<String> {
         let v = self

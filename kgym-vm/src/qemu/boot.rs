@@ -85,6 +85,8 @@ pub(super) enum Event {
     QmpReady(Arc<Qmp>),
     QmpFailed(String),
     Vm(VmEvent),
+    /// QEMU closed the QMP connection (it exited): no more [`Event::Vm`].
+    QmpClosed,
     Status(Result<GuestState>),
     SshReady,
     SetupFailed(String),
@@ -266,6 +268,7 @@ async fn connect_qmp(listener: QmpListener, tx: mpsc::Sender<Event>) {
                     return;
                 }
             }
+            let _ = tx.send(Event::QmpClosed).await;
         }
         Err(e) => {
             let _ = tx.send(Event::QmpFailed(kgym_core::failure::error_chain(&e))).await;
@@ -322,6 +325,24 @@ async fn watch_boot(
     }
 }
 
+/// QEMU exited: the events it sent last (a `SHUTDOWN` and its reason) come
+/// over the QMP socket, read by another task than the console, and may
+/// arrive just after the console's end. They are noted in the log until QMP
+/// closes too (at most a second; QEMU closes both as it exits).
+async fn last_vm_events(vm: &mut Vm) {
+    if vm.qmp.is_none() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(until, vm.rx.recv()).await {
+        match ev {
+            Event::Vm(event) => vm.watch.note_vm_event(&event),
+            Event::QmpClosed => return,
+            _ => {}
+        }
+    }
+}
+
 /// Handles one event; the ending when it ends the boot.
 async fn on_event(vm: &mut Vm, ev: Event, ctx: &RunContext, instance: u32, run: u32) -> Result<Option<(Ending, bool)>> {
     let now = Instant::now();
@@ -352,9 +373,11 @@ async fn on_event(vm: &mut Vm, ev: Event, ctx: &RunContext, instance: u32, run: 
                     });
                 }
             }
+            last_vm_events(vm).await;
             return Ok(Some((vm.watch.closed(now), true)));
         }
         Event::QmpReady(qmp) => vm.qmp = Some(qmp),
+        Event::QmpClosed => vm.qmp = None,
         Event::QmpFailed(why) => {
             // The console still tells the boot's story; QMP only adds to it.
             tracing::debug!(%why, "no QMP for this boot");

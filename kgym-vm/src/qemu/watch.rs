@@ -249,9 +249,15 @@ impl Watch {
         Ending { end: BootEnd::Special { special }, report: None, known_at: now }
     }
 
+    /// Notes a QMP event in the log (and nothing more: for events after the
+    /// boot's end).
+    pub(crate) fn note_vm_event(&mut self, event: &VmEvent) {
+        self.note(&format!("QEMU event {}", event.describe()));
+    }
+
     /// A QMP event at `now`; the end when it ends the boot.
     pub(crate) fn vm_event(&mut self, event: &VmEvent, now: Instant) -> Option<Ending> {
-        self.note(&format!("QEMU event {}", event.describe()));
+        self.note_vm_event(event);
         match event {
             // QEMU closes the console next (or holds a panicked guest):
             // the console's last lines are still on their way.
