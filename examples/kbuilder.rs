@@ -6,7 +6,9 @@
 //! Environment: `KGYM_SERVER` (scheduler URL, default
 //! `http://127.0.0.1:8000`), `KGYM_TOKEN`, `KGYM_DATA` (repository cache and
 //! warm trees), `KGYM_ARTIFACTS` (`gs://bucket` or a shared directory),
-//! `KGYM_SLOTS`.
+//! `KGYM_SLOTS`, `KGYM_HOST` (the worker's name, default the
+//! machine's host name; one per process), `KGYM_LABELS` (`pool=big,...`: its
+//! worker pool).
 
 #[path = "common/service.rs"]
 mod service;
@@ -15,8 +17,12 @@ use std::sync::Arc;
 
 use kgym::build::{BuildWorker, LocalBuilder, PatchCheckWorker};
 
+const ABOUT: &str = "kbuilder: the stock build worker of kgym. Claims build and patch-check \
+stages from a scheduler and runs them with LocalBuilder (make, ccache, warm trees). SIGTERM, \
+SIGHUP and ctrl-c hand running stages back.";
+
 fn main() -> std::process::ExitCode {
-    service::main(run)
+    service::main(ABOUT, service::WORKER_SETTINGS, run)
 }
 
 async fn run() -> Result<(), service::BoxError> {

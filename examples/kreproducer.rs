@@ -5,7 +5,9 @@
 //!
 //! Environment: `KGYM_SERVER` (default `http://127.0.0.1:8000`),
 //! `KGYM_TOKEN`, `KGYM_DATA` (scratch), `KGYM_ARTIFACTS` (`gs://bucket` or a
-//! shared directory), `KGYM_SLOTS`.
+//! shared directory), `KGYM_SLOTS`, `KGYM_HOST` (the worker's name, default the
+//! machine's host name; one per process), `KGYM_LABELS` (`pool=big,...`: its
+//! worker pool).
 
 #[path = "common/service.rs"]
 mod service;
@@ -14,8 +16,12 @@ use std::sync::Arc;
 
 use kgym::vm::{QemuRunner, ReproduceWorker};
 
+const ABOUT: &str = "kreproducer: the stock reproduce worker of kgym. Claims reproduce \
+stages from a scheduler and runs them in local QEMU VMs (KVM when it works, TCG otherwise). \
+SIGTERM, SIGHUP and ctrl-c hand running stages back.";
+
 fn main() -> std::process::ExitCode {
-    service::main(run)
+    service::main(ABOUT, service::WORKER_SETTINGS, run)
 }
 
 async fn run() -> Result<(), service::BoxError> {

@@ -14,8 +14,22 @@ mod service;
 use kgym::Gym;
 use kgym::sched::http::ServerOptions;
 
+const ABOUT: &str = "kscheduler: the stock scheduler of kgym. Keeps jobs in SQLite, serves \
+the HTTP API (kgym's and kGym's routes) and the worker protocol; run kbuilder and \
+kreproducer beside it or on other machines.";
+
+const SETTINGS: &str = "\
+  KGYM_LISTEN        address to serve on (default 127.0.0.1:8000)
+  KGYM_TOKEN         the API token (required beyond loopback)
+  KGYM_PUBLIC_READS  1: reads need no token (a trusted network)
+  KGYM_DATA          local data: the database (default ~/.local/share/kgym)
+  KGYM_ARTIFACTS     gs://bucket (with --features gcp) or a directory every
+                     service shares (default $KGYM_DATA/artifacts)
+  RUST_LOG           log filter (default info)
+";
+
 fn main() -> std::process::ExitCode {
-    service::main(run)
+    service::main(ABOUT, SETTINGS, run)
 }
 
 async fn run() -> Result<(), service::BoxError> {

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::example;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -289,24 +292,6 @@ fn kgym_reproduce_stopped_mid_boot_leaves_no_qemu_and_no_scratch() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-/// A stock service built from `examples/` by `cargo build --examples`
-/// (`scripts/test.sh` does it first), next to this test's own binary.
-/// `cargo test --all-targets` alone is not enough: it builds each example
-/// as a test harness (`examples/<name>-<hash>` runs zero tests).
-fn example(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join(name);
-    if path.is_file() {
-        Some(path)
-    } else {
-        kgym_testkit::skip_or_fail(&format!(
-            "{} is not built (cargo build --examples builds it; scripts/test.sh does)",
-            path.display()
-        ));
-        None
     }
 }
 

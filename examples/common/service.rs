@@ -9,15 +9,47 @@ use std::sync::Arc;
 
 use kgym::core::ArtifactStore;
 use kgym::sched::http::HttpWorkerBackend;
-use kgym::sched::runtime::{RuntimeBuilder, WorkerRuntime};
+use kgym::sched::runtime::{RuntimeBuilder, RuntimeOptions, WorkerRuntime};
 
 /// Any error a service's start-up returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Runs a service: logs to stderr, runs `service` on a Tokio runtime, and
+/// The settings every worker service reads (`--help` shows them).
+pub const WORKER_SETTINGS: &str = "\
+  KGYM_SERVER     the scheduler's URL (default http://127.0.0.1:8000)
+  KGYM_TOKEN      the scheduler's API token
+  KGYM_DATA       local data: caches, scratch (default ~/.local/share/kgym)
+  KGYM_ARTIFACTS  gs://bucket (with --features gcp) or a directory every
+                  service shares (default $KGYM_DATA/artifacts)
+  KGYM_SLOTS      concurrent stages (default 1)
+  KGYM_HOST       this worker's name (default the host name; one per process)
+  KGYM_LABELS     its labels, key=value,... (pool=big,arch=x86_64): stages
+                  that require labels run only on workers that have them all
+  RUST_LOG        log filter (default info)
+";
+
+/// Runs a service: answers `--help` with `about` and the `settings`
+/// (other arguments are refused with status 2: settings come from the
+/// environment), logs to stderr, runs `service` on a Tokio runtime, and
 /// prints an error as one readable line with its causes (`error: listen on
 /// 0.0.0.0:8000 without a token: ...`), exiting with status 1.
-pub fn main<F: Future<Output = Result<(), BoxError>>>(service: impl FnOnce() -> F) -> ExitCode {
+pub fn main<F: Future<Output = Result<(), BoxError>>>(
+    about: &str,
+    settings: &str,
+    service: impl FnOnce() -> F,
+) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None => {}
+        Some("-h" | "--help") => {
+            print!("{about}\n\nUsage: {} [--help]\n\nSettings (environment):\n{settings}", program());
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("error: unexpected argument {other:?}: settings come from the environment (see --help)");
+            return ExitCode::from(2);
+        }
+    }
     init_tracing();
     let outcome = tokio::runtime::Runtime::new().map_err(BoxError::from).and_then(|rt| rt.block_on(service()));
     match outcome {
@@ -27,6 +59,12 @@ pub fn main<F: Future<Output = Result<(), BoxError>>>(service: impl FnOnce() -> 
             ExitCode::FAILURE
         }
     }
+}
+
+/// This program's name, as it was called.
+fn program() -> String {
+    let arg0 = std::env::args().next().unwrap_or_default();
+    std::path::Path::new(&arg0).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(arg0)
 }
 
 /// A setting from the environment, or its default.
@@ -94,6 +132,26 @@ pub fn worker_runtime() -> Result<RuntimeBuilder, BoxError> {
     if let Some(token) = token() {
         backend = backend.with_token(token);
     }
-    tracing::info!(%server, "claiming stages");
-    Ok(WorkerRuntime::builder(Arc::new(backend)).artifacts(artifacts()?))
+    let mut options = RuntimeOptions::default();
+    if let Ok(host) = std::env::var("KGYM_HOST")
+        && !host.trim().is_empty()
+    {
+        options = options.host(host.trim());
+    }
+    options.labels = labels()?;
+    tracing::info!(%server, host = %options.host, labels = %kgym::sched::labels::display(&options.labels), "claiming stages");
+    Ok(WorkerRuntime::builder(Arc::new(backend)).options(options).artifacts(artifacts()?))
+}
+
+/// `KGYM_LABELS`: this worker's labels, `key=value` separated by commas
+/// (`pool=big,arch=x86_64`); stages that require labels run only on
+/// workers that have them all.
+pub fn labels() -> Result<kgym::core::Labels, BoxError> {
+    let text = env_or("KGYM_LABELS", "");
+    let labels = kgym::sched::labels::parse(&text).map_err(|e| format!("KGYM_LABELS={text:?}: {e}"))?;
+    let problems = kgym::sched::labels::check(&labels);
+    if !problems.is_empty() {
+        return Err(format!("KGYM_LABELS={text:?}: {}", problems.join("; ")).into());
+    }
+    Ok(labels)
 }

@@ -84,7 +84,7 @@ pub fn convert(raw: &RawJob, opts: &CompatOptions) -> Result<JobSpec, Vec<Proble
                 patch_check_args(i, arg, &built, opts).map(|a| StageSpec::new(StageKind::patch_check(), &a))
             }
             other => match StageKind::new(other) {
-                Ok(kind) => Ok(StageSpec { kind, arg: arg.clone() }),
+                Ok(kind) => Ok(StageSpec::new(kind, arg)),
                 Err(e) => Err(vec![e.to_string()]),
             },
         };

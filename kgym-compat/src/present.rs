@@ -351,16 +351,16 @@ mod tests {
             created: Utc::now(),
             modified: Utc::now(),
             stages: vec![
-                StageSpec {
-                    kind: StageKind::build(),
-                    arg: json!({"source": {"type": "git", "url": "u", "commit": "c"},
-                                                                   "config": {"type": "full", "text": "CONFIG_X=y"}}),
-                },
-                StageSpec {
-                    kind: StageKind::reproduce(),
-                    arg: json!({"kernel": {"type": "from_stage", "stage": 0},
-                                                                       "reproducer": {"kind": "c", "text": "int main(){}"}}),
-                },
+                StageSpec::new(
+                    StageKind::build(),
+                    &json!({"source": {"type": "git", "url": "u", "commit": "c"},
+                            "config": {"type": "full", "text": "CONFIG_X=y"}}),
+                ),
+                StageSpec::new(
+                    StageKind::reproduce(),
+                    &json!({"kernel": {"type": "from_stage", "stage": 0},
+                            "reproducer": {"kind": "c", "text": "int main(){}"}}),
+                ),
             ],
             tags: Tags::from([("k".to_owned(), "v".to_owned())]),
             status: JobStatus::Finished,
@@ -405,7 +405,7 @@ mod tests {
             id: JobId::new(2),
             created: Utc::now(),
             modified: Utc::now(),
-            stages: vec![StageSpec { kind: StageKind::build(), arg: json!({}) }],
+            stages: vec![StageSpec::new(StageKind::build(), &json!({}))],
             tags: Tags::new(),
             status: JobStatus::Finished,
             current_stage: None,

@@ -82,7 +82,7 @@ impl StageContext {
             stage: StageIndex(0),
             kind: kind.clone(),
             arg: arg.clone(),
-            stages: vec![StageSpec { kind, arg }],
+            stages: vec![StageSpec::new(kind, &arg)],
             previous: Vec::new(),
             tags: Tags::new(),
             artifacts: ArtifactStore::in_memory(),

@@ -15,6 +15,11 @@ use crate::id::{JobId, StageIndex, StageKind};
 /// Tags of a job: a string→string map (kGym's `kv`).
 pub type Tags = BTreeMap<String, String>;
 
+/// Labels: a string→string map. Workers declare theirs (`pool=big`,
+/// `arch=arm64`); a stage that requires labels runs only on a worker that
+/// has every one of them, with the same value.
+pub type Labels = BTreeMap<String, String>;
+
 /// One stage of a job spec: which worker kind runs it and with what argument.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageSpec {
@@ -24,6 +29,10 @@ pub struct StageSpec {
     /// [`crate::stage`] for the stock kinds).
     #[serde(default)]
     pub arg: serde_json::Value,
+    /// The labels a worker must have to run this stage (its worker pool);
+    /// empty: any worker of the kind.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
 }
 
 impl StageSpec {
@@ -34,7 +43,15 @@ impl StageSpec {
             // Serializing our own argument types cannot fail: they hold no
             // maps with non-string keys.
             arg: serde_json::to_value(arg).unwrap_or(serde_json::Value::Null),
+            labels: Labels::new(),
         }
+    }
+
+    /// Requires the label `key=value` of the worker that runs this stage
+    /// (builder style).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
     }
 }
 

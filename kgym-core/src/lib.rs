@@ -65,7 +65,7 @@ pub use context::StageContext;
 pub use error::{Error, Result};
 pub use failure::StageFailure;
 pub use id::{JobId, StageIndex, StageKind};
-pub use job::{Job, JobSpec, JobStatus, Outcome, StageResult, StageSpec, Tags};
+pub use job::{Job, JobSpec, JobStatus, Labels, Outcome, StageResult, StageSpec, Tags};
 pub use logs::{LogSink, MemorySink, TracingSink};
 pub use machine::MachineSpec;
 pub use stage::{InvalidArgs, StageArgs, StageSchema};

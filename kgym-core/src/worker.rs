@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn the_schema_half_validates_at_submit() {
         let schema: std::sync::Arc<dyn StageSchema> = std::sync::Arc::new(Adder);
-        let stages = [StageSpec { kind: Add::kind(), arg: serde_json::json!({"a": 1, "b": -1}) }];
+        let stages = [StageSpec::new(Add::kind(), &serde_json::json!({"a": 1, "b": -1}))];
         let err = schema.validate(&stages[0].arg, &StagePosition::new(StageIndex(0), &stages)).unwrap_err();
         assert_eq!(err.problems, vec!["b is negative"]);
     }
@@ -203,7 +203,7 @@ mod tests {
         let err = StageContext::new(
             JobId::new(7),
             StageIndex(1),
-            vec![StageSpec { kind: Add::kind(), arg: serde_json::Value::Null }],
+            vec![StageSpec::new(Add::kind(), &serde_json::Value::Null)],
             Vec::new(),
             Default::default(),
             crate::ArtifactStore::in_memory(),

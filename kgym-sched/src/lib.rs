@@ -78,6 +78,7 @@
 pub mod conformance;
 mod error;
 pub mod http;
+pub mod labels;
 pub mod queue;
 mod registry;
 pub mod runtime;

@@ -125,6 +125,8 @@ impl StageRegistry {
                 }
                 Some(None) => {}
             }
+            // Its pool: labels a worker can declare.
+            crate::labels::check(&stage.labels).into_iter().for_each(&mut push);
             // Whatever the kind, a stage may only take input from stages
             // that exist and run before it.
             for (path, target) in stage_refs(&stage.arg) {

@@ -44,10 +44,8 @@ async fn reproduce_stage_boots_the_kernel_of_the_build_stage_and_stores_incident
     let mut args =
         ReproduceArgs::new(KernelRef::FromStage { stage: StageIndex(0) }, Reproducer::c(read_bug_file("repro.c")));
     args.budget = std::time::Duration::from_secs(240);
-    let stages = vec![
-        StageSpec { kind: StageKind::build(), arg: serde_json::json!({}) },
-        StageSpec::new(StageKind::reproduce(), &args),
-    ];
+    let stages =
+        vec![StageSpec::new(StageKind::build(), &serde_json::json!({})), StageSpec::new(StageKind::reproduce(), &args)];
     let previous = vec![StageResult::success("built", serde_json::to_value(&build).unwrap())];
     let sink = Arc::new(MemorySink::default());
     let ctx = StageContext::new(

@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn inputs_must_exist_run_before_and_have_the_right_kind() {
-        let stage = |k: StageKind| StageSpec { kind: k, arg: json!({}) };
+        let stage = |k: StageKind| StageSpec::new(k, &json!({}));
         let kinds = [stage(StageKind::build()), stage(StageKind::reproduce()), stage(StageKind::reproduce())];
         let at = StagePosition::new(StageIndex(1), &kinds);
         assert_eq!(at.check_input("/kernel", StageIndex(0), Some("build")), None);

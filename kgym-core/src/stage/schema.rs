@@ -56,7 +56,7 @@ pub trait StageSchema: Send + Sync + fmt::Debug + 'static {
     /// [`validate`](Self::validate)s `arg` as the only stage of a job (what
     /// a CLI or a test checks before it submits).
     fn validate_alone(&self, arg: &serde_json::Value) -> Result<(), InvalidArgs> {
-        let stages = [crate::StageSpec { kind: self.kind(), arg: arg.clone() }];
+        let stages = [crate::StageSpec::new(self.kind(), arg)];
         self.validate(arg, &StagePosition::new(crate::StageIndex(0), &stages))
     }
 }
@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn stock_schemas_report_parse_errors_and_checks() {
-        let stages = [crate::StageSpec { kind: StageKind::build(), arg: serde_json::Value::Null }];
+        let stages = [crate::StageSpec::new(StageKind::build(), &serde_json::Value::Null)];
         let at = StagePosition::new(StageIndex(0), &stages);
         let build = &stock_schemas()[0];
         assert_eq!(build.kind(), StageKind::build());

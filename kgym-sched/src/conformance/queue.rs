@@ -14,9 +14,9 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kgym_core::{JobId, StageIndex, StageKind};
+use kgym_core::{JobId, Labels, StageIndex, StageKind};
 
-use crate::queue::{Announcement, Consumer, Delivery, Queue};
+use crate::queue::{Announcement, Consumer, Delivery, Queue, Route};
 
 /// How long a test waits for a delivery that must come.
 const MUST_ARRIVE: Duration = Duration::from_secs(10);
@@ -33,7 +33,7 @@ fn fresh_kind(test: &str) -> StageKind {
 }
 
 fn ann(kind: &StageKind, job: u64) -> Announcement {
-    Announcement { job: JobId::new(job), stage: StageIndex(0), kind: kind.clone() }
+    Announcement::new(JobId::new(job), StageIndex(0), kind.clone())
 }
 
 async fn next_within(consumer: &mut dyn Consumer, limit: Duration) -> Option<Delivery> {
@@ -47,6 +47,7 @@ async fn next_within(consumer: &mut dyn Consumer, limit: Duration) -> Option<Del
 pub async fn run_all(queue: &dyn Queue) {
     delivers_in_order(queue).await;
     kinds_are_separate(queue).await;
+    label_sets_are_separate(queue).await;
     competing_consumers_share_the_work(queue).await;
     nack_with_requeue_redelivers(queue).await;
     nack_without_requeue_drops(queue).await;
@@ -61,7 +62,7 @@ pub async fn delivers_in_order(queue: &dyn Queue) {
     for job in 1..=5 {
         queue.publish(&ann(&kind, job)).await.expect("publish");
     }
-    let mut c = queue.consume(&kind).await.expect("consume");
+    let mut c = queue.consume(&Route::of(&kind)).await.expect("consume");
     for job in 1..=5 {
         let d = next_within(c.as_mut(), MUST_ARRIVE).await.expect("announcement lost");
         assert_eq!(d.announcement, ann(&kind, job), "out of order");
@@ -76,11 +77,32 @@ pub async fn kinds_are_separate(queue: &dyn Queue) {
     let a = fresh_kind("sep-a");
     let b = fresh_kind("sep-b");
     queue.publish(&ann(&a, 1)).await.expect("publish");
-    let mut cb = queue.consume(&b).await.expect("consume");
+    let mut cb = queue.consume(&Route::of(&b)).await.expect("consume");
     assert!(next_within(cb.as_mut(), QUIET).await.is_none(), "kind b saw kind a's announcement");
-    let mut ca = queue.consume(&a).await.expect("consume");
+    let mut ca = queue.consume(&Route::of(&a)).await.expect("consume");
     let d = next_within(ca.as_mut(), MUST_ARRIVE).await.expect("announcement lost");
     assert_eq!(d.announcement.kind, a);
+    d.ack().await.expect("ack");
+}
+
+/// Announcements that require labels go on the queue of their kind and
+/// label set only: not to the kind's plain queue, nor to another set's.
+pub async fn label_sets_are_separate(queue: &dyn Queue) {
+    let kind = fresh_kind("labels");
+    let big: Labels = [("pool".to_owned(), "big".to_owned())].into();
+    let big_arm: Labels = [("pool".to_owned(), "big".to_owned()), ("arch".to_owned(), "arm64".to_owned())].into();
+    queue.publish(&ann(&kind, 1).labels(big_arm.clone())).await.expect("publish");
+    queue.publish(&ann(&kind, 2).labels(big.clone())).await.expect("publish");
+    let mut plain = queue.consume(&Route::of(&kind)).await.expect("consume");
+    assert!(next_within(plain.as_mut(), QUIET).await.is_none(), "the plain queue saw a labelled announcement");
+    let mut c_big = queue.consume(&Route::with_labels(&kind, big.clone())).await.expect("consume");
+    let d = next_within(c_big.as_mut(), MUST_ARRIVE).await.expect("announcement lost");
+    assert_eq!((d.announcement.job, &d.announcement.labels), (JobId::new(2), &big));
+    d.ack().await.expect("ack");
+    assert!(next_within(c_big.as_mut(), QUIET).await.is_none(), "pool=big saw pool=big,arch=arm64's announcement");
+    let mut c_both = queue.consume(&Route::with_labels(&kind, big_arm.clone())).await.expect("consume");
+    let d = next_within(c_both.as_mut(), MUST_ARRIVE).await.expect("announcement lost");
+    assert_eq!((d.announcement.job, &d.announcement.labels), (JobId::new(1), &big_arm));
     d.ack().await.expect("ack");
 }
 
@@ -93,7 +115,7 @@ pub async fn competing_consumers_share_the_work(queue: &dyn Queue) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut consumers = Vec::new();
     for _ in 0..4 {
-        consumers.push(queue.consume(&kind).await.expect("consume"));
+        consumers.push(queue.consume(&Route::of(&kind)).await.expect("consume"));
     }
     for mut c in consumers {
         let tx = tx.clone();
@@ -124,7 +146,7 @@ pub async fn competing_consumers_share_the_work(queue: &dyn Queue) {
 pub async fn nack_with_requeue_redelivers(queue: &dyn Queue) {
     let kind = fresh_kind("nack-requeue");
     queue.publish(&ann(&kind, 7)).await.expect("publish");
-    let mut c = queue.consume(&kind).await.expect("consume");
+    let mut c = queue.consume(&Route::of(&kind)).await.expect("consume");
     let d = next_within(c.as_mut(), MUST_ARRIVE).await.expect("announcement lost");
     d.nack(true).await.expect("nack");
     let again = next_within(c.as_mut(), MUST_ARRIVE).await.expect("requeued announcement lost");
@@ -137,7 +159,7 @@ pub async fn nack_with_requeue_redelivers(queue: &dyn Queue) {
 pub async fn nack_without_requeue_drops(queue: &dyn Queue) {
     let kind = fresh_kind("nack-drop");
     queue.publish(&ann(&kind, 8)).await.expect("publish");
-    let mut c = queue.consume(&kind).await.expect("consume");
+    let mut c = queue.consume(&Route::of(&kind)).await.expect("consume");
     let d = next_within(c.as_mut(), MUST_ARRIVE).await.expect("announcement lost");
     d.nack(false).await.expect("nack");
     assert!(next_within(c.as_mut(), QUIET).await.is_none(), "dropped announcement came back");
@@ -149,12 +171,12 @@ pub async fn unanswered_delivery_is_redelivered(queue: &dyn Queue) {
     let kind = fresh_kind("unanswered");
     queue.publish(&ann(&kind, 9)).await.expect("publish");
     {
-        let mut c = queue.consume(&kind).await.expect("consume");
+        let mut c = queue.consume(&Route::of(&kind)).await.expect("consume");
         let d = next_within(c.as_mut(), MUST_ARRIVE).await.expect("announcement lost");
         drop(d);
         drop(c);
     }
-    let mut c2 = queue.consume(&kind).await.expect("consume");
+    let mut c2 = queue.consume(&Route::of(&kind)).await.expect("consume");
     let d = next_within(c2.as_mut(), MUST_ARRIVE).await.expect("unanswered announcement lost");
     assert_eq!(d.announcement, ann(&kind, 9));
     assert!(d.redelivered, "redelivery not marked");
@@ -164,7 +186,7 @@ pub async fn unanswered_delivery_is_redelivered(queue: &dyn Queue) {
 /// Abandoning `next()` (a timeout) while announcements arrive loses none.
 pub async fn next_is_cancel_safe(queue: &dyn Queue) {
     let kind = fresh_kind("cancel-safe");
-    let mut c = queue.consume(&kind).await.expect("consume");
+    let mut c = queue.consume(&Route::of(&kind)).await.expect("consume");
     let mut got = HashSet::new();
     for job in 1..=50u64 {
         // A poll that gives up (usually before the announcement exists)...

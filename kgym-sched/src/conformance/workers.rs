@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kgym_core::failure::codes;
-use kgym_core::{JobStatus, StageContext, StageFailure, StageIndex, StageKind, StageSchema, Worker};
+use kgym_core::{
+    JobSpec, JobStatus, Labels, StageContext, StageFailure, StageIndex, StageKind, StageSchema, StageSpec, Worker,
+};
 use serde_json::json;
 
 use super::{Harness, MUST_HAPPEN};
 use crate::error::Error;
 use crate::runtime::{RuntimeOptions, WorkerRuntime};
 use crate::scheduler::SchedulerExt;
-use crate::worker_api::{LeaseStatus, ReportAck, StageOutcome};
+use crate::worker_api::{ClaimRequest, LeaseStatus, ReportAck, StageOutcome, WorkerInfo};
 
 /// Runs every test of the suite.
 pub async fn run_all(h: &Harness) {
@@ -29,6 +31,7 @@ pub async fn run_all(h: &Harness) {
     an_aborted_stage_hears_cancelled_and_keeps_its_last_lines(h).await;
     concurrent_claims_of_one_stage_have_one_winner(h).await;
     claims_of_another_kind_get_nothing(h).await;
+    stages_go_to_the_workers_of_their_pool(h).await;
     the_runtime_runs_many_jobs_exactly_once(h).await;
     the_runtime_cancels_an_aborted_stage(h).await;
     the_runtime_hands_stages_back_on_shutdown(h).await;
@@ -310,5 +313,73 @@ async fn wait_for_status(h: &Harness, id: kgym_core::JobId, status: JobStatus) {
     while h.scheduler.get(id).await.unwrap().status != status {
         assert!(started.elapsed() < MUST_HAPPEN, "job {id} never reached {status:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Worker pools: a stage that requires labels goes only to a worker that
+/// registered every one of them with the same value, and that worker runs
+/// the kind's stages without labels too; labels a worker cannot declare,
+/// or a stage cannot require, are refused.
+pub async fn stages_go_to_the_workers_of_their_pool(h: &Harness) {
+    let kind = h.kind("pool").await;
+    let labels =
+        |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect() };
+    let worker = |name: &str, l: Labels| WorkerInfo {
+        host: format!("conformance-{name}-{kind}"),
+        kinds: vec![(kind.clone(), 1)],
+        labels: l,
+    };
+    let big = worker("big", labels(&[("pool", "big"), ("arch", "x86_64")]));
+    let small = worker("small", labels(&[("pool", "small"), ("arch", "x86_64")]));
+    let plain = worker("plain", Labels::new());
+    for w in [&big, &small, &plain] {
+        h.workers.register(w).await.expect("register");
+    }
+    let claim_as = |w: &WorkerInfo, wait: Duration| ClaimRequest {
+        kind: kind.clone(),
+        worker: format!("{}/{kind}-0", w.host),
+        host: w.host.clone(),
+        wait,
+    };
+    let short = Duration::from_millis(300);
+
+    let pooled = JobSpec::new().tag("case", "pool");
+    let pooled = JobSpec { stages: vec![StageSpec::new(kind.clone(), &json!({})).label("pool", "big")], ..pooled };
+    let id = h.scheduler.submit(pooled).await.unwrap();
+    for other in [&small, &plain] {
+        let got = h.workers.claim(&claim_as(other, short)).await.expect("claim");
+        assert!(got.is_none(), "{} got a stage of pool=big", other.host);
+    }
+    let c = h.workers.claim(&claim_as(&big, MUST_HAPPEN)).await.expect("claim").expect("pool=big's worker gets it");
+    assert_eq!(c.lease.job, id);
+    assert_eq!(c.stages[0].labels, labels(&[("pool", "big")]));
+    h.workers.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
+    assert_eq!(h.scheduler.get(id).await.unwrap().status, JobStatus::Finished);
+
+    // A stage without labels: any worker of the kind, the pool's included.
+    let id = h.scheduler.submit(Harness::spec(&kind, 1)).await.unwrap();
+    let c = h.workers.claim(&claim_as(&big, MUST_HAPPEN)).await.expect("claim").expect("a plain stage");
+    assert_eq!(c.lease.job, id);
+    h.workers.report(&c.lease, StageOutcome::Success(json!(null))).await.unwrap();
+
+    // A label with another value is another pool.
+    let arm =
+        JobSpec { stages: vec![StageSpec::new(kind.clone(), &json!({})).label("arch", "arm64")], ..JobSpec::new() };
+    let id = h.scheduler.submit(arm).await.unwrap();
+    for w in [&big, &small, &plain] {
+        assert!(h.workers.claim(&claim_as(w, short)).await.expect("claim").is_none(), "{} ran arch=arm64", w.host);
+    }
+    h.scheduler.abort(id).await.unwrap();
+
+    // Refused: labels nobody can have.
+    let bad_worker = worker("bad", labels(&[("no spaces", "x")]));
+    assert!(h.workers.register(&bad_worker).await.is_err(), "a label key with a space was registered");
+    let bad_stage =
+        JobSpec { stages: vec![StageSpec::new(kind.clone(), &json!({})).label("pool", "a b")], ..JobSpec::new() };
+    match h.scheduler.submit(bad_stage).await {
+        Err(Error::Validation { problems }) => {
+            assert!(problems.iter().any(|p| p.message.contains("\"pool\"")), "{problems:?}")
+        }
+        other => panic!("a label value with a space: {other:?}"),
     }
 }

@@ -5,10 +5,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use kgym_core::StageKind;
 use tokio::sync::mpsc;
 
-use super::{Acker, Announcement, Consumer, Delivery, Queue};
+use super::{Acker, Announcement, Consumer, Delivery, Queue, Route};
 use crate::error::{Error, Result};
 
 /// One message in a queue: the announcement and whether it was handed out
@@ -21,21 +20,21 @@ struct Channel {
     rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Msg>>>,
 }
 
-/// An in-memory queue per kind. Competing consumers share one receiver, so
+/// An in-memory queue per route (kind and required labels). Competing consumers share one receiver, so
 /// each announcement goes to exactly one of them; an unacked delivery is put
 /// back when dropped or nacked with requeue. Nothing survives the process:
 /// the embedded scheduler re-announces queued stages from its database at
 /// start.
 #[derive(Clone, Default)]
 pub struct InProcessQueue {
-    channels: Arc<Mutex<HashMap<StageKind, Arc<Channel>>>>,
+    channels: Arc<Mutex<HashMap<Route, Arc<Channel>>>>,
 }
 
 impl fmt::Debug for InProcessQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kinds: Vec<String> =
+        let routes: Vec<String> =
             self.channels.lock().map(|c| c.keys().map(ToString::to_string).collect()).unwrap_or_default();
-        f.debug_struct("InProcessQueue").field("kinds", &kinds).finish()
+        f.debug_struct("InProcessQueue").field("routes", &routes).finish()
     }
 }
 
@@ -45,9 +44,9 @@ impl InProcessQueue {
         Self::default()
     }
 
-    fn channel(&self, kind: &StageKind) -> Arc<Channel> {
+    fn channel(&self, route: &Route) -> Arc<Channel> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(map.entry(kind.clone()).or_insert_with(|| {
+        Arc::clone(map.entry(route.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             Arc::new(Channel { tx, rx: Arc::new(tokio::sync::Mutex::new(rx)) })
         }))
@@ -57,7 +56,7 @@ impl InProcessQueue {
 #[async_trait]
 impl Queue for InProcessQueue {
     async fn publish(&self, announcement: &Announcement) -> Result<()> {
-        let ch = self.channel(&announcement.kind);
+        let ch = self.channel(&announcement.route());
         ch.tx.send((announcement.clone(), false)).map_err(|_| Error::Queue {
             op: "publish",
             kind: announcement.kind.clone(),
@@ -65,15 +64,15 @@ impl Queue for InProcessQueue {
         })
     }
 
-    async fn consume(&self, kind: &StageKind) -> Result<Box<dyn Consumer>> {
-        Ok(Box::new(InProcessConsumer { channel: self.channel(kind), kind: kind.clone() }))
+    async fn consume(&self, route: &Route) -> Result<Box<dyn Consumer>> {
+        Ok(Box::new(InProcessConsumer { channel: self.channel(route), kind: route.kind.clone() }))
     }
 }
 
 #[derive(Debug)]
 struct InProcessConsumer {
     channel: Arc<Channel>,
-    kind: StageKind,
+    kind: kgym_core::StageKind,
 }
 
 #[async_trait]

@@ -1,5 +1,5 @@
 //! Queues that carry "stage `i` of job `J` is ready" announcements, one
-//! queue per stage kind.
+//! queue per stage kind and required label set ([`Route`]).
 //!
 //! The queue only wakes workers up; the job database decides who gets a
 //! stage (a compare-and-set claim). So an announcement may be delivered
@@ -19,7 +19,7 @@ mod memory;
 use std::fmt;
 
 use async_trait::async_trait;
-use kgym_core::{JobId, StageIndex, StageKind};
+use kgym_core::{JobId, Labels, StageIndex, StageKind};
 use serde::{Deserialize, Serialize};
 
 pub use memory::InProcessQueue;
@@ -35,18 +35,76 @@ pub struct Announcement {
     pub stage: StageIndex,
     /// The stage's kind: the queue it goes on.
     pub kind: StageKind,
+    /// The labels the stage requires of its worker (its pool): with the
+    /// kind, they name the queue.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+}
+
+impl Announcement {
+    /// Stage `stage` of job `job`, of `kind`, for any worker of the kind.
+    pub fn new(job: JobId, stage: StageIndex, kind: StageKind) -> Self {
+        Self { job, stage, kind, labels: Labels::new() }
+    }
+
+    /// Requires `labels` of the worker (builder style).
+    pub fn labels(mut self, labels: Labels) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// The queue it goes on.
+    pub fn route(&self) -> Route {
+        Route { kind: self.kind.clone(), labels: self.labels.clone() }
+    }
+}
+
+/// A queue: the announcements of one stage kind that require exactly one
+/// label set. A worker with labels `L` consumes the routes of its kinds
+/// whose labels are subsets of `L`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Route {
+    /// The stage kind.
+    pub kind: StageKind,
+    /// The labels its stages require.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+}
+
+impl Route {
+    /// The queue of `kind`'s stages that require no labels.
+    pub fn of(kind: &StageKind) -> Self {
+        Self { kind: kind.clone(), labels: Labels::new() }
+    }
+
+    /// The queue of `kind`'s stages that require `labels`.
+    pub fn with_labels(kind: &StageKind, labels: Labels) -> Self {
+        Self { kind: kind.clone(), labels }
+    }
+}
+
+impl fmt::Display for Route {
+    /// `kind`, or `kind[k=v,k=v]` when it requires labels.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.labels.is_empty() {
+            write!(f, "{}", self.kind)
+        } else {
+            write!(f, "{}[{}]", self.kind, crate::labels::display(&self.labels))
+        }
+    }
 }
 
 /// A transport of announcements.
 #[async_trait]
 pub trait Queue: Send + Sync + fmt::Debug + 'static {
-    /// Puts `announcement` on the queue of its kind. Returns once the
-    /// transport holds it (AMQP: after the broker confirmed it).
+    /// Puts `announcement` on the queue of its [route](Announcement::route).
+    /// Returns once the transport holds it (AMQP: after the broker
+    /// confirmed it).
     async fn publish(&self, announcement: &Announcement) -> Result<()>;
 
-    /// Opens a consumer of `kind`'s queue. Consumers of one kind compete:
+    /// Opens a consumer of `route`'s queue. Consumers of one route compete:
     /// each announcement goes to one of them.
-    async fn consume(&self, kind: &StageKind) -> Result<Box<dyn Consumer>>;
+    async fn consume(&self, route: &Route) -> Result<Box<dyn Consumer>>;
 }
 
 /// Receives the announcements of one queue.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::events::EventHub;
 use crate::error::{Error, Result};
-use crate::queue::{Announcement, Consumer, InProcessQueue, Queue};
+use crate::queue::{Announcement, Consumer, InProcessQueue, Queue, Route};
 use crate::registry::StageRegistry;
 use crate::store::{self, Store, jobs::Effects};
 
@@ -81,7 +81,7 @@ impl SchedulerOptions {
     }
 }
 
-/// A shared consumer of one kind's queue: claimers take turns on it.
+/// A shared consumer of one route's queue: claimers take turns on it.
 type SharedConsumer = Arc<tokio::sync::Mutex<Box<dyn Consumer>>>;
 
 /// The scheduler of one machine: SQLite state, a queue, lease expiry.
@@ -97,7 +97,7 @@ struct Inner {
     artifacts: ArtifactStore,
     options: SchedulerOptions,
     stages: RwLock<StageRegistry>,
-    consumers: std::sync::Mutex<HashMap<StageKind, SharedConsumer>>,
+    consumers: std::sync::Mutex<HashMap<Route, SharedConsumer>>,
     hub: Arc<EventHub>,
     shutdown: CancellationToken,
 }
@@ -363,17 +363,17 @@ impl SqliteScheduler {
         crate::Scheduler::get(self, id).await
     }
 
-    fn consumer(&self, kind: &StageKind) -> Option<SharedConsumer> {
-        self.inner.consumers.lock().ok()?.get(kind).cloned()
+    fn consumer(&self, route: &Route) -> Option<SharedConsumer> {
+        self.inner.consumers.lock().ok()?.get(route).cloned()
     }
 
-    async fn consumer_or_open(&self, kind: &StageKind) -> Result<SharedConsumer> {
-        if let Some(c) = self.consumer(kind) {
+    async fn consumer_or_open(&self, route: &Route) -> Result<SharedConsumer> {
+        if let Some(c) = self.consumer(route) {
             return Ok(c);
         }
-        let opened = self.inner.queue.consume(kind).await?;
+        let opened = self.inner.queue.consume(route).await?;
         let mut map = self.inner.consumers.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(Arc::clone(map.entry(kind.clone()).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(opened)))))
+        Ok(Arc::clone(map.entry(route.clone()).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(opened)))))
     }
 }
 

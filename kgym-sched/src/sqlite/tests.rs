@@ -53,7 +53,7 @@ async fn duplicate_announcements_and_racing_claims_have_one_winner() {
     let s = sched().await;
     let id = s.submit(spec(1)).await.unwrap();
     // Duplicate announcements, as a redelivering transport could produce.
-    let ann = crate::queue::Announcement { job: id, stage: StageIndex(0), kind: echo() };
+    let ann = crate::queue::Announcement::new(id, StageIndex(0), echo());
     for _ in 0..30 {
         s.inner.queue.publish(&ann).await.unwrap();
     }
@@ -69,7 +69,7 @@ async fn duplicate_announcements_and_racing_claims_have_one_winner() {
     assert_eq!(winners.len(), 1, "{winners:?}");
     // And at the database level: the compare-and-set itself.
     let id2 = s.submit(spec(1)).await.unwrap();
-    let ann2 = crate::queue::Announcement { job: id2, stage: StageIndex(0), kind: echo() };
+    let ann2 = crate::queue::Announcement::new(id2, StageIndex(0), echo());
     let wins: Vec<bool> = futures::future::join_all((0..16).map(|i| {
         let (s, ann2) = (s.clone(), ann2.clone());
         async move {

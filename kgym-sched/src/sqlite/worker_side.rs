@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 
 use super::SqliteScheduler;
 use crate::error::{Error, Result};
-use crate::queue::Delivery;
+use crate::queue::{Delivery, Route};
 use crate::store::{self, logs::LogLine};
 use crate::types::JobEvent;
 use crate::worker_api::{Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, StageOutcome, WorkerBackend, WorkerInfo};
@@ -49,6 +49,10 @@ impl SqliteScheduler {
 #[async_trait]
 impl WorkerBackend for SqliteScheduler {
     async fn register(&self, info: &WorkerInfo) -> Result<()> {
+        let problems = crate::labels::check(&info.labels);
+        if !problems.is_empty() {
+            return Err(Error::bad_request(format!("worker {}: {}", info.host, problems.join("; "))));
+        }
         // The kinds become accepted at submit while the worker is live (the
         // roster in the store says so; nothing is declared for good).
         let kinds: Vec<String> = info.kinds.iter().map(|(k, n)| format!("{k} x{n}")).collect();
@@ -84,20 +88,26 @@ impl WorkerBackend for SqliteScheduler {
         // A claim is a sign of life of a registered worker (its kinds stay
         // accepted); claiming a kind does not make it accepted.
         let host = req.host.clone();
-        self.inner.store.run(move |c| store::workers::seen(c, &host, store::now_us())).await?;
-        let consumer = self.consumer_or_open(&req.kind).await?;
+        let labels = self.inner.store.run(move |c| store::workers::seen(c, &host, store::now_us())).await?;
+        // The worker's pool: the queues of every label set it satisfies.
+        let mut consumers = Vec::new();
+        for subset in crate::labels::subsets(&labels) {
+            consumers.push(self.consumer_or_open(&Route::with_labels(&req.kind, subset)).await?);
+        }
         let deadline = tokio::time::Instant::now() + req.wait.min(MAX_CLAIM_WAIT);
         loop {
-            // Waiting is cancel safe (lock and `next` both are).
-            let delivery = {
-                let mut c = tokio::select! {
-                    c = consumer.lock() => c,
-                    _ = tokio::time::sleep_until(deadline) => return Ok(None),
-                };
-                match tokio::time::timeout_at(deadline, c.next()).await {
-                    Ok(d) => d?,
-                    Err(_) => return Ok(None),
-                }
+            // Waiting is cancel safe (lock and `next` both are): the first
+            // delivery of any of the queues wins, the other waits are
+            // dropped without losing anything.
+            let waits = consumers.iter().map(|consumer| {
+                Box::pin(async move {
+                    let mut c = consumer.lock().await;
+                    c.next().await
+                })
+            });
+            let delivery = match tokio::time::timeout_at(deadline, futures::future::select_all(waits)).await {
+                Ok((d, _, _)) => d?,
+                Err(_) => return Ok(None),
             };
             // From here on the work must finish even if our caller goes
             // away: it runs in a task, and a claim nobody receives is

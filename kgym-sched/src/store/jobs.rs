@@ -63,7 +63,13 @@ impl Row {
     }
 
     fn announcement(&self) -> Result<Announcement> {
-        Ok(Announcement { job: self.id, stage: StageIndex(self.cursor), kind: self.kind_at(self.cursor)? })
+        self.announcement_of(self.cursor)
+    }
+
+    /// The announcement of stage `stage`: its kind and required labels.
+    fn announcement_of(&self, stage: u32) -> Result<Announcement> {
+        let labels = self.stages.get(stage as usize).map(|s| s.labels.clone()).unwrap_or_default();
+        Ok(Announcement::new(self.id, StageIndex(stage), self.kind_at(stage)?).labels(labels))
     }
 }
 
@@ -198,13 +204,16 @@ pub(crate) fn insert_job(conn: &mut Connection, spec: &JobSpec, now: i64) -> Res
     write_tags(&tx, id, &spec.tags)?;
     sys_line(&tx, Some(id), now, &LogLine::new(&format!("job {id} submitted with {} stages", spec.stages.len())))?;
     tx.commit().map_err(Error::db("store a new job"))?;
-    let announce = spec.stages.first().map(|s| Announcement { job: id, stage: StageIndex(0), kind: s.kind.clone() });
+    let announce =
+        spec.stages.first().map(|s| Announcement::new(id, StageIndex(0), s.kind.clone()).labels(s.labels.clone()));
     let effects = Effects { status: Some(status_event(id, JobStatus::Pending, 0, None, now)), logs: vec![], announce };
     Ok((id, effects))
 }
 
 /// Hands stage `stage` of `job` to `worker` if it is still queued
-/// (compare-and-set: of concurrent claimers only one gets `Some`).
+/// (compare-and-set: of concurrent claimers only one gets `Some`) and
+/// `host` registered every label the stage requires (its pool: routing
+/// sends it only such workers' way; this makes it a rule).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn claim(
     conn: &mut Connection,
@@ -222,7 +231,12 @@ pub(crate) fn claim(
             "UPDATE jobs SET status = 'in_progress', worker = ?1, host = ?2, lease_token = ?3,
                  lease_expires_us = ?4, stage_started_us = ?5, attempts = attempts + 1, modified_us = ?5
              WHERE id = ?6 AND cursor = ?7 AND status IN ('pending', 'waiting')
-               AND json_extract(stages, '$[' || cursor || '].kind') = ?8",
+               AND json_extract(stages, '$[' || cursor || '].kind') = ?8
+               AND NOT EXISTS (
+                 SELECT 1 FROM json_each(stages, '$[' || cursor || '].labels') AS wanted
+                  WHERE NOT EXISTS (
+                    SELECT 1 FROM workers, json_each(workers.labels) AS has
+                     WHERE workers.host = ?2 AND has.key = wanted.key AND has.value = wanted.value))",
             params![worker, host, token, expires, now, raw(ann.job), ann.stage.0, ann.kind.as_str()],
         )
         .map_err(Error::db("claim a stage"))?;
@@ -401,8 +415,7 @@ pub(crate) fn report(
             effects.logs.push(log_both(&tx, row.id, now, &row.line(&line, &kind))?);
             effects.status = Some(status_event(row.id, status, cursor, None, now));
             if status == JobStatus::Waiting {
-                effects.announce =
-                    Some(Announcement { job: row.id, stage: StageIndex(cursor), kind: row.kind_at(cursor)? });
+                effects.announce = Some(row.announcement_of(cursor)?);
             }
             crate::worker_api::ReportAck::Recorded
         }
@@ -484,19 +497,28 @@ pub(crate) fn expire_leases(conn: &mut Connection, max_attempts: u32, now: i64) 
 pub(crate) fn queued(conn: &Connection) -> Result<Vec<Announcement>> {
     let mut stmt = conn
         .prepare(
-            "SELECT id, cursor, json_extract(stages, '$[' || cursor || '].kind') FROM jobs
+            "SELECT id, cursor, json_extract(stages, '$[' || cursor || '].kind'),
+                    json_extract(stages, '$[' || cursor || '].labels') FROM jobs
                   WHERE status IN ('pending', 'waiting') ORDER BY id",
         )
         .map_err(Error::db("list queued stages"))?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?, r.get::<_, Option<String>>(2)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
         .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
         .map_err(Error::db("list queued stages"))?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, cursor, kind)| {
+        .filter_map(|(id, cursor, kind, labels)| {
             let kind = StageKind::new(kind?).ok()?;
-            Some(Announcement { job: JobId::new(id as u64), stage: StageIndex(cursor), kind })
+            let labels = labels.and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default();
+            Some(Announcement::new(JobId::new(id as u64), StageIndex(cursor), kind).labels(labels))
         })
         .collect())
 }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use kgym_core::{JobId, StageIndex, StageKind};
-use rusqlite::{Connection, params};
+use kgym_core::{JobId, Labels, StageIndex, StageKind};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{raw, stored_kind, to_time};
 use crate::error::{Error, Result};
@@ -26,12 +26,14 @@ pub(crate) fn register(conn: &Connection, info: &WorkerInfo, now: i64) -> Result
     Ok(())
 }
 
-/// A sign of life from `host` (a claim).
-pub(crate) fn seen(conn: &Connection, host: &str, now: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE workers SET last_seen_us = ?1, stopped_us = NULL WHERE host = ?2")
-        .and_then(|mut s| s.execute(params![now, host]))
+/// A sign of life from `host` (a claim); the labels it registered (none
+/// when it never registered).
+pub(crate) fn seen(conn: &Connection, host: &str, now: i64) -> Result<Labels> {
+    let labels: Option<String> = conn
+        .prepare_cached("UPDATE workers SET last_seen_us = ?1, stopped_us = NULL WHERE host = ?2 RETURNING labels")
+        .and_then(|mut s| s.query_row(params![now, host], |r| r.get(0)).optional())
         .map_err(Error::db("note a worker's sign of life"))?;
-    Ok(())
+    Ok(labels.and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default())
 }
 
 /// A sign of life from whoever holds job `job`'s stage (a heartbeat).

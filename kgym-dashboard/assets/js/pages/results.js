@@ -365,6 +365,13 @@ function resultView(kind, result, ui) {
   return h("div", { class: "generic" }, h("h4", {}, "Result"), jsonView(v));
 }
 
+/** The labels a stage requires of its worker, as `k=v,k=v` ("" for none). */
+function poolOf(spec) {
+  return Object.entries(spec.labels || {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
+}
+
 /** One stage: header, failure, result, argument. */
 export function stageView(job, i, ui) {
   const spec = job.stages[i];
@@ -375,7 +382,14 @@ export function stageView(job, i, ui) {
   const header = h(
     "header",
     {},
-    h("h3", {}, h("span", { class: "index" }, `Stage ${i}`), " ", h("span", { class: "kind" }, spec.kind)),
+    h(
+      "h3",
+      {},
+      h("span", { class: "index" }, `Stage ${i}`),
+      " ",
+      h("span", { class: "kind" }, spec.kind),
+      poolOf(spec) ? [" ", h("code", { class: "pool", title: "labels a worker needs to run this stage" }, poolOf(spec))] : "",
+    ),
     h("span", { class: `badge st-${cls}` }, state),
     h(
       "span",

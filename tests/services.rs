@@ -1,0 +1,162 @@
+//! The stock services as an operator meets them: `--help`, refused
+//! arguments and settings, and worker pools across processes — a
+//! `kscheduler` and a `kreproducer` declaring `KGYM_LABELS`: a stage that
+//! requires another pool is left for that pool, one of its own pool runs.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::example;
+use kgym::core::stage::reproduce::{FileRef, KernelRef, ReproduceArgs, Reproducer};
+use kgym::core::{JobSpec, JobStatus, StageKind, StageSpec};
+use kgym::sched::{Scheduler, SchedulerExt};
+
+fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_remove("KGYM_TOKEN").env("KGYM_SERVER", "http://127.0.0.1:9");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_lists_the_settings_and_stray_arguments_are_refused() {
+    for (name, settings) in [
+        ("kscheduler", &["KGYM_LISTEN", "KGYM_TOKEN", "KGYM_DATA", "KGYM_ARTIFACTS"][..]),
+        ("kbuilder", &["KGYM_SERVER", "KGYM_SLOTS", "KGYM_HOST", "KGYM_LABELS"][..]),
+        ("kreproducer", &["KGYM_SERVER", "KGYM_SLOTS", "KGYM_HOST", "KGYM_LABELS"][..]),
+    ] {
+        let Some(program) = example(name) else { return };
+        let out = run(&program, &["--help"], &[]);
+        let help = text(&out.stdout);
+        assert!(out.status.success(), "{name} --help: {}\n{}", out.status, text(&out.stderr));
+        assert!(help.starts_with(&format!("{name}: ")), "{help}");
+        assert!(help.contains(&format!("Usage: {name} [--help]")), "{help}");
+        for s in settings {
+            assert!(help.contains(s), "{name} --help does not mention {s}:\n{help}");
+        }
+        let out = run(&program, &["--listen", "0.0.0.0:80"], &[]);
+        assert_eq!(out.status.code(), Some(2), "{name} took a stray argument: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("\"--listen\""), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn bad_labels_stop_a_worker_before_it_starts() {
+    let Some(program) = example("kreproducer") else { return };
+    let data = tempfile::tempdir().unwrap();
+    let data = data.path().to_str().unwrap();
+    for (labels, says) in [("pool", "not key=value"), ("pool=big,arch=arm 64", "\"arch\"")] {
+        let out = run(&program, &[], &[("KGYM_LABELS", labels), ("KGYM_DATA", data)]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "KGYM_LABELS={labels:?}: {err}");
+        assert!(err.contains("KGYM_LABELS") && err.contains(says), "KGYM_LABELS={labels:?}: {err}");
+    }
+}
+
+/// A service process, killed when dropped (its log kept for failures).
+struct Service {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Service {
+    fn start(program: &Path, env: &[(&str, &str)], log: std::path::PathBuf) -> Self {
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(program);
+        cmd.env_remove("KGYM_TOKEN").env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.stdin(Stdio::null()).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
+        Self { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_worker_runs_the_stages_of_its_pool_only() {
+    let (Some(kscheduler), Some(kreproducer)) = (example("kscheduler"), example("kreproducer")) else { return };
+    let scratch = kgym_testkit::scratch_data_dir();
+    let dir = |name: &str| scratch.path().join(name).to_str().unwrap().to_owned();
+    let (sched_data, repro_data, artifacts) = (dir("sched"), dir("repro"), dir("artifacts"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let scheduler = Service::start(
+        &kscheduler,
+        &[("KGYM_LISTEN", &listen), ("KGYM_DATA", &sched_data), ("KGYM_ARTIFACTS", &artifacts)],
+        scratch.path().join("kscheduler.log"),
+    );
+    let worker = Service::start(
+        &kreproducer,
+        &[
+            ("KGYM_SERVER", &server),
+            ("KGYM_DATA", &repro_data),
+            ("KGYM_ARTIFACTS", &artifacts),
+            ("KGYM_HOST", "repro-big"),
+            ("KGYM_LABELS", "pool=big,arch=x86_64"),
+        ],
+        scratch.path().join("kreproducer.log"),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sched = kgym::sched::http::HttpScheduler::new(&server).unwrap();
+    let started = Instant::now();
+    let me = loop {
+        let workers = rt.block_on(sched.workers()).unwrap_or_default();
+        if let Some(w) = workers.into_iter().find(|w| w.host == "repro-big" && w.live) {
+            break w;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "repro-big never registered\nkscheduler:\n{}\nkreproducer:\n{}",
+            scheduler.output(),
+            worker.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(kgym::sched::labels::display(&me.labels), "arch=x86_64,pool=big");
+
+    // A kernel that is not there: the stage fails at once where it runs.
+    let missing = scratch.path().join("no-such-bzImage");
+    let args = ReproduceArgs::new(
+        KernelRef::Files { bzimage: FileRef::Path(missing), vmlinux: None },
+        Reproducer::c("int main(void) { return 0; }"),
+    );
+    let job = |pool: &str| JobSpec {
+        stages: vec![StageSpec::new(StageKind::reproduce(), &args).label("pool", pool)],
+        ..JobSpec::new()
+    };
+    let other_pool = rt.block_on(sched.submit(job("small"))).unwrap();
+    let own_pool = rt.block_on(sched.submit(job("big"))).unwrap();
+    let done = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(120), sched.wait(own_pool)).await })
+        .expect("the pool=big stage did not run within 2 minutes")
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Finished);
+    let failure = done.failure().expect("a missing kernel fails the stage").1;
+    assert!(failure.message.contains("no-such-bzImage"), "{failure:?}");
+    // The other pool's stage was submitted first, and is still waiting.
+    std::thread::sleep(Duration::from_secs(2));
+    let waiting = rt.block_on(sched.get(other_pool)).unwrap();
+    assert_eq!(waiting.status, JobStatus::Pending, "repro-big ran a pool=small stage: {waiting:#?}");
+    assert_eq!(waiting.worker, None);
+}
