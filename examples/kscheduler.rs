@@ -5,7 +5,8 @@
 //! Environment: `KGYM_LISTEN` (default `127.0.0.1:8000`), `KGYM_TOKEN`
 //! (required beyond loopback; every request but `/api/v1/health` needs it),
 //! `KGYM_PUBLIC_READS` (`1`: reads need no token, for a trusted network),
-//! `KGYM_DATA`, `KGYM_ARTIFACTS` (`gs://bucket` or a shared directory).
+//! `KGYM_DATA`, `KGYM_ARTIFACTS` (`gs://bucket` or a shared directory),
+//! `KGYM_AMQP` and `KGYM_AMQP_PREFIX` (announcements on RabbitMQ).
 
 #[path = "common/service.rs"]
 #[allow(dead_code)] // the scheduler uses only part of the shared settings
@@ -23,6 +24,9 @@ const SETTINGS: &str = "\
   KGYM_TOKEN         the API token (required beyond loopback)
   KGYM_PUBLIC_READS  1: reads need no token (a trusted network)
   KGYM_DATA          local data: the database (default ~/.local/share/kgym)
+  KGYM_AMQP          amqp://user:password@host:5672/%2f: announce ready stages
+                     on this RabbitMQ (built with --features kgym/amqp)
+  KGYM_AMQP_PREFIX   its queues' name prefix (default kgym)
   KGYM_ARTIFACTS     gs://bucket (with --features gcp) or a directory every
                      service shares (default $KGYM_DATA/artifacts)
   RUST_LOG           log filter (default info)
@@ -41,15 +45,41 @@ async fn run() -> Result<(), service::BoxError> {
     kgym::sched::http::check_listen(listen, &options)?;
     // The stock kinds are accepted (and their arguments checked) at submit;
     // remote kbuilder/kreproducer workers run them.
-    let gym = Gym::builder(service::data_dir())
+    let mut gym = Gym::builder(service::data_dir())
         .stock_workers(false)
         .artifacts(service::artifacts()?)
-        .serve_http(listen, options)
-        .start()
-        .await?;
+        .serve_http(listen, options);
+    if let Some(queue) = amqp_queue().await? {
+        gym = gym.queue(queue);
+    }
+    let gym = gym.start().await?;
     tracing::info!(url = gym.http_url().unwrap_or_default(), "kscheduler serving");
     let signal = kgym::proc::terminated().await?;
     tracing::info!(signal = signal.name(), "stopping");
     gym.shutdown().await;
     Ok(())
+}
+
+/// `KGYM_AMQP`: announcements on this RabbitMQ broker instead of in
+/// memory (queues named `$KGYM_AMQP_PREFIX.stage.<kind>`, prefix `kgym` by
+/// default); they survive the scheduler and can be watched with RabbitMQ's
+/// tools.
+#[cfg(feature = "amqp")]
+async fn amqp_queue() -> Result<Option<std::sync::Arc<dyn kgym::sched::queue::Queue>>, service::BoxError> {
+    let Some(uri) = std::env::var("KGYM_AMQP").ok().filter(|u| !u.trim().is_empty()) else { return Ok(None) };
+    let prefix = service::env_or("KGYM_AMQP_PREFIX", "kgym");
+    let queue = kgym::sched::amqp::AmqpQueue::connect(uri.trim(), &prefix).await?;
+    tracing::info!(prefix, "announcing stages on RabbitMQ");
+    Ok(Some(std::sync::Arc::new(queue)))
+}
+
+/// Without the `amqp` feature, `KGYM_AMQP` is refused rather than ignored.
+#[cfg(not(feature = "amqp"))]
+async fn amqp_queue() -> Result<Option<std::sync::Arc<dyn kgym::sched::queue::Queue>>, service::BoxError> {
+    match std::env::var("KGYM_AMQP") {
+        Ok(u) if !u.trim().is_empty() => Err("KGYM_AMQP is set but kscheduler was built without the amqp feature \
+             (cargo build --examples --features kgym/amqp)"
+            .into()),
+        _ => Ok(None),
+    }
 }

@@ -18,6 +18,8 @@ PACKAGES=(
   e2fsprogs dropbear-bin
   # the dashboard's tests and bench: a real (headless) browser driven over WebDriver
   chromium chromium-driver
+  # the AMQP transport's tests: a real broker, started by the tests themselves
+  rabbitmq-server
 )
 
 missing=()

@@ -6,10 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 # `kgym/gcp` adds the GCS store and its tests against a fake XML API
-# (kgym-core/tests/gcs.rs, tests/gcs_store.rs); one feature set for every
+# (kgym-core/tests/gcs.rs, tests/gcs_store.rs); `kgym/amqp` the RabbitMQ
+# transport and its tests against a real broker the tests start
+# (kgym-sched/tests/amqp.rs, tests/services.rs); one feature set for every
 # step, so nothing is compiled twice.
 # The stock services as real binaries: tests/signals.rs runs them
 # (`cargo test --all-targets` builds examples only as test harnesses).
-cargo build --workspace --examples --features kgym/gcp
-cargo test --workspace --all-targets --no-fail-fast --features kgym/gcp "$@"
-cargo test --workspace --doc --features kgym/gcp
+cargo build --workspace --examples --features kgym/gcp,kgym/amqp
+cargo test --workspace --all-targets --no-fail-fast --features kgym/gcp,kgym/amqp "$@"
+cargo test --workspace --doc --features kgym/gcp,kgym/amqp

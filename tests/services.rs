@@ -30,7 +30,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn help_lists_the_settings_and_stray_arguments_are_refused() {
     for (name, settings) in [
-        ("kscheduler", &["KGYM_LISTEN", "KGYM_TOKEN", "KGYM_DATA", "KGYM_ARTIFACTS"][..]),
+        ("kscheduler", &["KGYM_LISTEN", "KGYM_TOKEN", "KGYM_DATA", "KGYM_ARTIFACTS", "KGYM_AMQP"][..]),
         ("kbuilder", &["KGYM_SERVER", "KGYM_SLOTS", "KGYM_HOST", "KGYM_LABELS"][..]),
         ("kreproducer", &["KGYM_SERVER", "KGYM_SLOTS", "KGYM_HOST", "KGYM_LABELS"][..]),
     ] {
@@ -94,18 +94,40 @@ impl Drop for Service {
 
 #[test]
 fn a_worker_runs_the_stages_of_its_pool_only() {
-    let (Some(kscheduler), Some(kreproducer)) = (example("kscheduler"), example("kreproducer")) else { return };
+    pools_across_processes(&[]);
+}
+
+/// The same with the scheduler announcing on a real RabbitMQ
+/// (`KGYM_AMQP`): the other pool's announcement waits in its own durable
+/// queue on the broker, the own pool's queue was drained.
+#[cfg(feature = "amqp")]
+#[test]
+fn a_worker_runs_the_stages_of_its_pool_only_with_announcements_on_rabbitmq() {
+    let Some(broker) = kgym_testkit::rabbitmq::Broker::start() else { return };
+    if !pools_across_processes(&[("KGYM_AMQP", &broker.uri()), ("KGYM_AMQP_PREFIX", "svc")]) {
+        return;
+    }
+    let queues = broker.queues();
+    let depth = |name: &str| queues.iter().find(|(q, _)| q == name).map(|(_, n)| *n);
+    assert_eq!(depth("svc.stage.reproduce.pool=small"), Some(1), "{queues:?}");
+    assert_eq!(depth("svc.stage.reproduce.pool=big"), Some(0), "{queues:?}");
+}
+
+/// A `kscheduler` (with `sched_env` besides its usual settings) and a
+/// `kreproducer` of `pool=big`: of two stages, the `pool=small` one
+/// submitted first stays queued and the `pool=big` one runs. `false` when
+/// the services are not built (outside CI).
+fn pools_across_processes(sched_env: &[(&str, &str)]) -> bool {
+    let (Some(kscheduler), Some(kreproducer)) = (example("kscheduler"), example("kreproducer")) else { return false };
     let scratch = kgym_testkit::scratch_data_dir();
     let dir = |name: &str| scratch.path().join(name).to_str().unwrap().to_owned();
     let (sched_data, repro_data, artifacts) = (dir("sched"), dir("repro"), dir("artifacts"));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let server = format!("http://127.0.0.1:{port}");
     let listen = format!("127.0.0.1:{port}");
-    let scheduler = Service::start(
-        &kscheduler,
-        &[("KGYM_LISTEN", &listen), ("KGYM_DATA", &sched_data), ("KGYM_ARTIFACTS", &artifacts)],
-        scratch.path().join("kscheduler.log"),
-    );
+    let mut env = vec![("KGYM_LISTEN", listen.as_str()), ("KGYM_DATA", &sched_data), ("KGYM_ARTIFACTS", &artifacts)];
+    env.extend_from_slice(sched_env);
+    let scheduler = Service::start(&kscheduler, &env, scratch.path().join("kscheduler.log"));
     let worker = Service::start(
         &kreproducer,
         &[
@@ -159,4 +181,5 @@ fn a_worker_runs_the_stages_of_its_pool_only() {
     let waiting = rt.block_on(sched.get(other_pool)).unwrap();
     assert_eq!(waiting.status, JobStatus::Pending, "repro-big ran a pool=small stage: {waiting:#?}");
     assert_eq!(waiting.worker, None);
+    true
 }

@@ -143,6 +143,16 @@ pub enum Error {
         /// The transport's explanation.
         message: String,
     },
+    /// The AMQP broker refused or could not be reached.
+    #[error("AMQP {op} at {broker}: {message}")]
+    Amqp {
+        /// What was being done (`connect`, `open a channel`, ...).
+        op: &'static str,
+        /// The broker's URI, password redacted.
+        broker: String,
+        /// lapin's explanation.
+        message: String,
+    },
     /// Artifacts of a restarted job could not be deleted.
     #[error("delete artifacts of job {id} from stage {from}")]
     Artifacts {

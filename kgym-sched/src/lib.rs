@@ -75,6 +75,8 @@
 //! # }).unwrap();
 //! ```
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod conformance;
 mod error;
 pub mod http;

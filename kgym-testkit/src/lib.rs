@@ -30,6 +30,7 @@
 pub mod fake_gcs;
 pub mod history;
 pub mod kernel;
+pub mod rabbitmq;
 pub mod server;
 
 use std::path::{Path, PathBuf};

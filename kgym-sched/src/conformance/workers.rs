@@ -293,6 +293,12 @@ pub async fn the_runtime_hands_stages_back_on_shutdown(h: &Harness) {
         .unwrap();
     let id = h.scheduler.submit(Harness::spec(&kind, 1)).await.unwrap();
     wait_for_status(h, id, JobStatus::InProgress).await;
+    // Claimed is not yet running: wait until the stage is under way.
+    let started = std::time::Instant::now();
+    while slow.runs.load(Ordering::SeqCst) == 0 {
+        assert!(started.elapsed() < MUST_HAPPEN, "the claimed stage never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     first.shutdown().await;
     assert_eq!(h.scheduler.get(id).await.unwrap().status, JobStatus::Pending, "the stage was not handed back");
     let fast = counting(kind.clone(), Duration::ZERO);

@@ -98,6 +98,9 @@ struct Inner {
     options: SchedulerOptions,
     stages: RwLock<StageRegistry>,
     consumers: std::sync::Mutex<HashMap<Route, SharedConsumer>>,
+    /// Announcements of committed transitions the queue refused (see
+    /// `publish_or_keep`).
+    unpublished: std::sync::Mutex<Vec<Announcement>>,
     hub: Arc<EventHub>,
     shutdown: CancellationToken,
 }
@@ -178,6 +181,7 @@ impl SqliteSchedulerBuilder {
             options: self.options.clamped(),
             stages: RwLock::new(self.stages),
             consumers: std::sync::Mutex::new(HashMap::new()),
+            unpublished: std::sync::Mutex::new(Vec::new()),
             hub: Arc::new(EventHub::default()),
             shutdown: CancellationToken::new(),
         });
@@ -187,7 +191,7 @@ impl SqliteSchedulerBuilder {
         let queued = sched.inner.store.run(|c| store::jobs::queued(c)).await?;
         tracing::info!(stages = queued.len(), "re-announcing queued stages");
         for ann in queued {
-            sched.inner.queue.publish(&ann).await?;
+            sched.publish_or_keep(ann).await;
         }
         tokio::spawn(reap_leases(Arc::downgrade(&sched.inner), sched.inner.shutdown.clone()));
         Ok(sched)
@@ -207,6 +211,7 @@ async fn reap_leases(inner: Weak<Inner>, shutdown: CancellationToken) {
         }
         let Some(inner) = inner.upgrade() else { return };
         let sched = SqliteScheduler { inner };
+        sched.publish_kept().await;
         let max = sched.inner.options.max_attempts;
         match sched.transition_many(move |c| store::jobs::expire_leases(c, max, store::now_us())).await {
             Ok(n) if n > 0 => tracing::info!(stages = n, "expired leases"),
@@ -284,9 +289,31 @@ impl SqliteScheduler {
             })
             .await?;
         if let Some(ann) = announce {
-            self.inner.queue.publish(&ann).await?;
+            self.publish_or_keep(ann).await;
         }
         Ok(value)
+    }
+
+    /// Publishes an announcement of a committed transition. When the
+    /// transport fails (a broker restarting), the transition stands: the
+    /// announcement is kept and published again at the lease reaper's next
+    /// tick, until the transport takes it.
+    async fn publish_or_keep(&self, ann: Announcement) {
+        if let Err(e) = self.inner.queue.publish(&ann).await {
+            tracing::warn!(job = %ann.job, stage = %ann.stage, error = %e, "announcement kept to publish again");
+            self.inner.unpublished.lock().unwrap_or_else(|p| p.into_inner()).push(ann);
+        }
+    }
+
+    /// Publishes the announcements kept by [`publish_or_keep`](Self::publish_or_keep).
+    async fn publish_kept(&self) {
+        let kept = std::mem::take(&mut *self.inner.unpublished.lock().unwrap_or_else(|p| p.into_inner()));
+        if !kept.is_empty() {
+            tracing::info!(announcements = kept.len(), "publishing kept announcements");
+        }
+        for ann in kept {
+            self.publish_or_keep(ann).await;
+        }
     }
 
     /// Like [`transition`](Self::transition) for several transitions at once;
@@ -300,7 +327,7 @@ impl SqliteScheduler {
             self.inner.store.run(move |c| Ok(f(c)?.into_iter().map(|e| emit(&hub, e)).collect::<Vec<_>>())).await?;
         let n = announces.len();
         for ann in announces.into_iter().flatten() {
-            self.inner.queue.publish(&ann).await?;
+            self.publish_or_keep(ann).await;
         }
         Ok(n)
     }
