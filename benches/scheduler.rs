@@ -7,7 +7,9 @@
 //! - HTTP submit: jobs submitted through `HttpScheduler`, workers
 //!   in-process;
 //! - remote workers: jobs submitted in-process, no-op workers talking the
-//!   worker protocol over HTTP.
+//!   worker protocol over HTTP;
+//! - with `--features amqp`: the same with the announcements on a real
+//!   RabbitMQ the bench starts (`rabbitmq-server` installed).
 //!
 //! A "stage" is claimed (one transaction) and reported (one transaction);
 //! submitting is one more. Stages/s counts finished stages.
@@ -126,16 +128,29 @@ async fn http_submit() -> Row {
     row
 }
 
-async fn remote_workers() -> Row {
+/// No-op workers over HTTP; announcements on `queue` (default: in memory).
+async fn remote_workers(name: &'static str, queue: Option<Arc<dyn kgym::sched::queue::Queue>>) -> Row {
     let dir = tempfile::tempdir().expect("temp dir");
     let (addr, options) = serve();
-    let gym = gym(dir.path()).serve_http(addr, options).start().await.expect("gym");
+    let mut builder = gym(dir.path()).serve_http(addr, options);
+    if let Some(q) = queue {
+        builder = builder.queue(q);
+    }
+    let gym = builder.start().await.expect("gym");
     let backend = Arc::new(HttpWorkerBackend::new(&gym.http_url().expect("url")).expect("backend").with_token(TOKEN));
     let rt = WorkerRuntime::builder(backend).worker(Arc::new(Noop), SLOTS).start().await.expect("runtime");
-    let row = run_jobs("remote workers over HTTP", gym.scheduler(), JOBS).await;
+    let row = run_jobs(name, gym.scheduler(), JOBS).await;
     rt.shutdown().await;
     gym.shutdown().await;
     row
+}
+
+/// Announcements on a real RabbitMQ (a broker of the bench's own, started
+/// without systemd), workers over HTTP: the distributed set-up's path.
+#[cfg(feature = "amqp")]
+async fn remote_workers_amqp(uri: &str) -> Row {
+    let queue = kgym::sched::amqp::AmqpQueue::connect(uri, "bench").await.expect("broker");
+    remote_workers("remote workers over HTTP, RabbitMQ queues", Some(Arc::new(queue))).await
 }
 
 fn main() {
@@ -143,7 +158,11 @@ fn main() {
     let mut rows = vec![raw_sqlite(JOBS * (1 + 2 * STAGES))];
     rows.push(rt.block_on(embedded()));
     rows.push(rt.block_on(http_submit()));
-    rows.push(rt.block_on(remote_workers()));
+    rows.push(rt.block_on(remote_workers("remote workers over HTTP", None)));
+    #[cfg(feature = "amqp")]
+    if let Some(broker) = kgym_testkit::rabbitmq::Broker::start() {
+        rows.push(rt.block_on(remote_workers_amqp(&broker.uri())));
+    }
     let base = rows[0].transitions as f64 / rows[0].secs;
     println!();
     println!("scheduler throughput: {JOBS} jobs x {STAGES} no-op stages, {SLOTS} worker slots");

@@ -128,6 +128,15 @@ fn pools_across_processes(sched_env: &[(&str, &str)]) -> bool {
     let mut env = vec![("KGYM_LISTEN", listen.as_str()), ("KGYM_DATA", &sched_data), ("KGYM_ARTIFACTS", &artifacts)];
     env.extend_from_slice(sched_env);
     let scheduler = Service::start(&kscheduler, &env, scratch.path().join("kscheduler.log"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sched = kgym::sched::http::HttpScheduler::new(&server).unwrap();
+    // A worker registers at start and exits when nobody answers (systemd
+    // or deploy/local.sh bring it back): the scheduler first.
+    let started = Instant::now();
+    while rt.block_on(sched.list(&Default::default())).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "kscheduler never answered:\n{}", scheduler.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let worker = Service::start(
         &kreproducer,
         &[
@@ -139,8 +148,6 @@ fn pools_across_processes(sched_env: &[(&str, &str)]) -> bool {
         ],
         scratch.path().join("kreproducer.log"),
     );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sched = kgym::sched::http::HttpScheduler::new(&server).unwrap();
     let started = Instant::now();
     let me = loop {
         let workers = rt.block_on(sched.workers()).unwrap_or_default();
