@@ -6,7 +6,8 @@
 //! (required beyond loopback; every request but `/api/v1/health` needs it),
 //! `KGYM_PUBLIC_READS` (`1`: reads need no token, for a trusted network),
 //! `KGYM_DATA`, `KGYM_ARTIFACTS` (`gs://bucket` or a shared directory),
-//! `KGYM_AMQP` and `KGYM_AMQP_PREFIX` (announcements on RabbitMQ).
+//! `KGYM_AMQP` and `KGYM_AMQP_PREFIX` (announcements on RabbitMQ),
+//! `KGYM_LEASE_TTL` (how soon a silent worker's stage goes to another).
 
 #[path = "common/service.rs"]
 #[allow(dead_code)] // the scheduler uses only part of the shared settings
@@ -29,6 +30,9 @@ const SETTINGS: &str = "\
   KGYM_AMQP_PREFIX   its queues' name prefix (default kgym)
   KGYM_ARTIFACTS     gs://bucket (with --features gcp) or a directory every
                      service shares (default $KGYM_DATA/artifacts)
+  KGYM_LEASE_TTL     how long a stage stays with a worker that stopped
+                     sending heartbeats (default 30s): then another one
+                     gets it
   RUST_LOG           log filter (default info)
 ";
 
@@ -48,6 +52,7 @@ async fn run() -> Result<(), service::BoxError> {
     let mut gym = Gym::builder(service::data_dir())
         .stock_workers(false)
         .artifacts(service::artifacts()?)
+        .scheduler_options(scheduler_options()?)
         .serve_http(listen, options);
     if let Some(queue) = amqp_queue().await? {
         gym = gym.queue(queue);
@@ -58,6 +63,21 @@ async fn run() -> Result<(), service::BoxError> {
     tracing::info!(signal = signal.name(), "stopping");
     gym.shutdown().await;
     Ok(())
+}
+
+/// `KGYM_LEASE_TTL` (`30s`, `2m`): a killed worker's stage waits this
+/// long before another worker gets it.
+fn scheduler_options() -> Result<kgym::sched::sqlite::SchedulerOptions, service::BoxError> {
+    let options = kgym::sched::sqlite::SchedulerOptions::default();
+    let Some(text) = std::env::var("KGYM_LEASE_TTL").ok().filter(|t| !t.trim().is_empty()) else {
+        return Ok(options);
+    };
+    let ttl = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("KGYM_LEASE_TTL={text:?} is not a duration like 30s: {e}"))?;
+    if ttl < std::time::Duration::from_secs(1) {
+        return Err(format!("KGYM_LEASE_TTL={text:?}: at least 1s (heartbeats come every third of it)").into());
+    }
+    Ok(options.lease_ttl(ttl))
 }
 
 /// `KGYM_AMQP`: announcements on this RabbitMQ broker instead of in

@@ -6,10 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::example;
+use common::{Service, example};
 use kgym::core::stage::reproduce::{FileRef, KernelRef, ReproduceArgs, Reproducer};
 use kgym::core::{JobSpec, JobStatus, StageKind, StageSpec};
 use kgym::sched::{Scheduler, SchedulerExt};
@@ -30,7 +30,10 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn help_lists_the_settings_and_stray_arguments_are_refused() {
     for (name, settings) in [
-        ("kscheduler", &["KGYM_LISTEN", "KGYM_TOKEN", "KGYM_DATA", "KGYM_ARTIFACTS", "KGYM_AMQP"][..]),
+        (
+            "kscheduler",
+            &["KGYM_LISTEN", "KGYM_TOKEN", "KGYM_DATA", "KGYM_ARTIFACTS", "KGYM_AMQP", "KGYM_LEASE_TTL"][..],
+        ),
         ("kbuilder", &["KGYM_SERVER", "KGYM_SLOTS", "KGYM_HOST", "KGYM_LABELS"][..]),
         ("kreproducer", &["KGYM_SERVER", "KGYM_SLOTS", "KGYM_HOST", "KGYM_LABELS"][..]),
     ] {
@@ -62,33 +65,17 @@ fn bad_labels_stop_a_worker_before_it_starts() {
     }
 }
 
-/// A service process, killed when dropped (its log kept for failures).
-struct Service {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Service {
-    fn start(program: &Path, env: &[(&str, &str)], log: std::path::PathBuf) -> Self {
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(program);
-        cmd.env_remove("KGYM_TOKEN").env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.stdin(Stdio::null()).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
-        Self { child, log }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+#[test]
+fn a_bad_lease_ttl_stops_kscheduler_before_it_serves() {
+    let Some(program) = example("kscheduler") else { return };
+    let data = tempfile::tempdir().unwrap();
+    let data = data.path().to_str().unwrap();
+    for (ttl, says) in [("soon", "not a duration"), ("200ms", "at least 1s")] {
+        let env = [("KGYM_LEASE_TTL", ttl), ("KGYM_DATA", data), ("KGYM_LISTEN", "127.0.0.1:0")];
+        let out = run(&program, &[], &env);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "KGYM_LEASE_TTL={ttl:?}: {err}");
+        assert!(err.contains("KGYM_LEASE_TTL") && err.contains(says), "KGYM_LEASE_TTL={ttl:?}: {err}");
     }
 }
 

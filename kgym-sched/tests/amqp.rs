@@ -46,12 +46,8 @@ async fn the_scheduler_and_worker_suites_pass_with_announcements_on_rabbitmq() {
     let _one = ONE_AT_A_TIME.lock().await;
     let Some(broker) = Broker::start() else { return };
     let sched = scheduler_on(AmqpQueue::connect(&broker.uri(), "kgym").await.unwrap()).await;
-    let h = Harness {
-        scheduler: Arc::new(sched.clone()),
-        workers: Arc::new(sched.clone()),
-        artifacts: sched.artifacts().clone(),
-        max_attempts: MAX_ATTEMPTS,
-    };
+    let h = Harness::embedded(&sched);
+    assert_eq!(h.max_attempts, MAX_ATTEMPTS);
     conformance::scheduler::run_all(&h).await;
     conformance::workers::run_all(&h).await;
 }

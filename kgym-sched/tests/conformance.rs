@@ -28,12 +28,8 @@ async fn the_in_process_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_scheduler_in_process() {
     let sched = sqlite().await;
-    let h = Harness {
-        scheduler: Arc::new(sched.clone()),
-        workers: Arc::new(sched.clone()),
-        artifacts: sched.artifacts().clone(),
-        max_attempts: MAX_ATTEMPTS,
-    };
+    let h = Harness::embedded(&sched);
+    assert_eq!(h.max_attempts, MAX_ATTEMPTS);
     conformance::scheduler::run_all(&h).await;
     conformance::workers::run_all(&h).await;
 }

@@ -56,7 +56,7 @@ impl Link {
         Ok(Arc::new(conn))
     }
 
-    fn error(&self, op: &'static str, e: &lapin::Error) -> Error {
+    pub(crate) fn error(&self, op: &'static str, e: &lapin::Error) -> Error {
         Error::Amqp { op, broker: redact(&self.uri), message: e.to_string() }
     }
 

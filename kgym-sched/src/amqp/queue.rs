@@ -85,12 +85,14 @@ impl AmqpQueue {
         let mut publisher = self.inner.publisher.lock().await;
         if publisher.as_ref().is_none_or(|(ch, _)| !ch.status().connected()) {
             let ch = self.inner.link.channel().await?;
-            ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| amqp("confirm_select", &e))?;
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| self.inner.link.error("confirm_select", &e))?;
             *publisher = Some((ch, HashSet::new()));
         }
         let Some((ch, declared)) = publisher.as_mut() else { unreachable!("set above") };
         if !declared.contains(&name) {
-            declare(ch, &name, &self.dead_letter_queue()).await?;
+            declare(&self.inner.link, ch, &name, &self.dead_letter_queue()).await?;
             declared.insert(name.clone());
         }
         let body = serde_json::to_vec(ann).map_err(|e| Error::bad_request(format!("announcement: {e}")))?;
@@ -105,9 +107,9 @@ impl AmqpQueue {
                 BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()),
             )
             .await
-            .map_err(|e| amqp("publish", &e))?
+            .map_err(|e| self.inner.link.error("publish", &e))?
             .await
-            .map_err(|e| amqp("publish confirm", &e))?;
+            .map_err(|e| self.inner.link.error("publish confirm", &e))?;
         if !confirm.is_ack() {
             return Err(queue_error("publish", ann, "the broker nacked the message"));
         }
@@ -149,13 +151,13 @@ impl Queue for AmqpQueue {
 }
 
 /// Declares the durable queue `name`, dead-lettering into `dead`.
-async fn declare(ch: &Channel, name: &str, dead: &str) -> Result<()> {
+async fn declare(link: &Link, ch: &Channel, name: &str, dead: &str) -> Result<()> {
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-    ch.queue_declare(dead.into(), durable, FieldTable::default()).await.map_err(|e| amqp("declare", &e))?;
+    ch.queue_declare(dead.into(), durable, FieldTable::default()).await.map_err(|e| link.error("declare", &e))?;
     let mut args = FieldTable::default();
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
     args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dead.into()));
-    ch.queue_declare(name.into(), durable, args).await.map_err(|e| amqp("declare", &e))?;
+    ch.queue_declare(name.into(), durable, args).await.map_err(|e| link.error("declare", &e))?;
     Ok(())
 }
 
@@ -174,10 +176,6 @@ fn queue_name(prefix: &str, route: &Route) -> String {
     // FNV-1a: stable across processes and versions (the std hasher is not).
     let hash = labels.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("{base}.labels-{hash:016x}")
-}
-
-fn amqp(op: &'static str, e: &lapin::Error) -> Error {
-    Error::Amqp { op, broker: "the broker".into(), message: e.to_string() }
 }
 
 fn queue_error(op: &'static str, ann: &Announcement, message: &str) -> Error {
@@ -203,8 +201,8 @@ impl AmqpConsumer {
     async fn reopen(&mut self) -> Result<()> {
         self.close_channel();
         let ch = self.link.channel().await?;
-        ch.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(|e| amqp("qos", &e))?;
-        declare(&ch, &self.queue, &self.dead).await?;
+        ch.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(|e| self.link.error("qos", &e))?;
+        declare(&self.link, &ch, &self.queue, &self.dead).await?;
         let consumer = ch
             .basic_consume(
                 self.queue.as_str().into(),
@@ -213,7 +211,7 @@ impl AmqpConsumer {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| amqp("consume", &e))?;
+            .map_err(|e| self.link.error("consume", &e))?;
         self.open = Some((ch, consumer));
         Ok(())
     }
@@ -243,7 +241,7 @@ impl Consumer for AmqpConsumer {
             match consumer.next().await {
                 Some(Ok(d)) => match serde_json::from_slice::<Announcement>(&d.data) {
                     Ok(announcement) => {
-                        let acker = AmqpAcker { acker: Some(d.acker) };
+                        let acker = AmqpAcker { link: Arc::clone(&self.link), acker: Some(d.acker) };
                         return Ok(Delivery::new(announcement, d.redelivered, Box::new(acker)));
                     }
                     Err(e) => {
@@ -277,6 +275,7 @@ impl Drop for AmqpConsumer {
 /// unacked until its channel closes (then the broker redelivers it).
 #[derive(Debug)]
 struct AmqpAcker {
+    link: Arc<Link>,
     acker: Option<lapin::Acker>,
 }
 
@@ -284,14 +283,16 @@ struct AmqpAcker {
 impl Acker for AmqpAcker {
     async fn ack(mut self: Box<Self>) -> Result<()> {
         if let Some(a) = self.acker.take() {
-            a.ack(BasicAckOptions::default()).await.map_err(|e| amqp("ack", &e))?;
+            a.ack(BasicAckOptions::default()).await.map_err(|e| self.link.error("ack", &e))?;
         }
         Ok(())
     }
 
     async fn nack(mut self: Box<Self>, requeue: bool) -> Result<()> {
         if let Some(a) = self.acker.take() {
-            a.nack(BasicNackOptions { requeue, ..Default::default() }).await.map_err(|e| amqp("nack", &e))?;
+            a.nack(BasicNackOptions { requeue, ..Default::default() })
+                .await
+                .map_err(|e| self.link.error("nack", &e))?;
         }
         Ok(())
     }

@@ -77,6 +77,17 @@ pub(crate) fn fresh_kind(test: &str) -> StageKind {
 }
 
 impl Harness {
+    /// `sched` as both the scheduler and the worker backend under test
+    /// (in-process workers), with its artifacts and attempt limit.
+    pub fn embedded(sched: &crate::sqlite::SqliteScheduler) -> Self {
+        Self {
+            scheduler: Arc::new(sched.clone()),
+            workers: Arc::new(sched.clone()),
+            artifacts: sched.artifacts().clone(),
+            max_attempts: sched.options().max_attempts,
+        }
+    }
+
     /// A fresh kind, registered through the backend (so it is accepted at
     /// submit) by a worker host named after the test.
     pub(crate) async fn kind(&self, test: &str) -> StageKind {

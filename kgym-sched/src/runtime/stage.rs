@@ -33,6 +33,9 @@ pub(super) async fn run(slot: &Slot, claim: Claim) {
 }
 
 async fn run_in_span(slot: &Slot, claim: Claim) {
+    // One line per hand-out: an operator (and the multi-process test) can
+    // tell a stage that ran twice from the workers' logs alone.
+    tracing::info!(attempt = claim.attempt, "stage started");
     let lease = claim.lease.clone();
 
     let cancel = CancellationToken::new();
@@ -167,6 +170,8 @@ async fn report(slot: &Slot, lease: &crate::worker_api::Lease, outcome: StageOut
         match slot.backend.report(lease, outcome.clone()).await {
             Ok(_) => {
                 slot.stats.reported.fetch_add(1, Ordering::Relaxed);
+                let succeeded = matches!(outcome, StageOutcome::Success(_));
+                tracing::info!(succeeded, "stage reported");
                 return;
             }
             Err(e @ (Error::LeaseLost { .. } | Error::JobNotFound { .. })) => {

@@ -1,0 +1,300 @@
+//! The distributed deployment on one machine, for real: a RabbitMQ broker
+//! (Debian's `rabbitmq-server`, started by the test without systemd),
+//! `kscheduler` announcing ready stages on it, and `kbuilder` /
+//! `kreproducer` processes sharing an artifact directory.
+//!
+//! - A real build + reproduce job: the builder that took the build is
+//!   killed with SIGKILL mid-stage, the other builder gets the stage when
+//!   the lease expires, RabbitMQ is stopped and started again while it
+//!   builds, and the job finishes: the kernel built by the second builder
+//!   boots in the reproducer.
+//! - 500 one-stage jobs through the broker, which is stopped mid-run (half
+//!   of them submitted while it is away) and started again:
+//!   every stage ran exactly once — one "stage started" line per job in
+//!   the worker's log and one hand-out per job in the scheduler's job log.
+#![cfg(feature = "amqp")]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Service, example, wait_until};
+use kgym::core::stage::build::{BaseConfig, BuildArgs, KernelConfig, KernelSource};
+use kgym::core::stage::reproduce::{FileRef, KernelRef, ReproduceArgs, Reproducer};
+use kgym::core::{JobId, JobSpec, JobStatus, StageIndex, StageKind, StageSpec};
+use kgym::sched::http::HttpScheduler;
+use kgym::sched::{Scheduler, SchedulerExt};
+use kgym_testkit::rabbitmq::Broker;
+
+/// A `kscheduler` on a free port announcing on `broker`, and the workers
+/// added to it; all killed when dropped.
+struct Cluster {
+    scratch: tempfile::TempDir,
+    server: String,
+    scheduler: Service,
+    workers: Vec<(String, Service)>,
+    rt: tokio::runtime::Runtime,
+    client: HttpScheduler,
+}
+
+impl Cluster {
+    /// `None` when the services are not built (outside CI).
+    fn start(broker: &Broker, lease_ttl: &str) -> Option<Self> {
+        let kscheduler = example("kscheduler")?;
+        let scratch = kgym_testkit::scratch_data_dir();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = format!("http://127.0.0.1:{port}");
+        let (listen, data, artifacts) =
+            (format!("127.0.0.1:{port}"), dir(&scratch, "sched"), dir(&scratch, "artifacts"));
+        let scheduler = Service::start(
+            &kscheduler,
+            &[
+                ("KGYM_LISTEN", &listen),
+                ("KGYM_DATA", &data),
+                ("KGYM_ARTIFACTS", &artifacts),
+                ("KGYM_AMQP", &broker.uri()),
+                ("KGYM_AMQP_PREFIX", "cluster"),
+                ("KGYM_LEASE_TTL", lease_ttl),
+            ],
+            scratch.path().join("kscheduler.log"),
+        );
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = HttpScheduler::new(&server).unwrap();
+        // A worker registers at start and exits when nobody answers: the
+        // scheduler first.
+        wait_until(
+            "kscheduler answers",
+            Duration::from_secs(60),
+            || scheduler.output(),
+            || rt.block_on(client.list(&Default::default())).is_ok(),
+        );
+        Some(Self { scratch, server, scheduler, workers: Vec::new(), rt, client })
+    }
+
+    /// Starts the stock service `program` as worker `host` with `slots`
+    /// slots and waits until the scheduler lists it as live.
+    fn add_worker(&mut self, program: &str, host: &str, slots: u32) -> Option<()> {
+        let program = example(program)?;
+        let (data, artifacts) = (dir(&self.scratch, host), dir(&self.scratch, "artifacts"));
+        let slots = slots.to_string();
+        let service = Service::start(
+            &program,
+            &[
+                ("KGYM_SERVER", &self.server),
+                ("KGYM_DATA", &data),
+                ("KGYM_ARTIFACTS", &artifacts),
+                ("KGYM_HOST", host),
+                ("KGYM_SLOTS", &slots),
+            ],
+            self.scratch.path().join(format!("{host}.log")),
+        );
+        self.workers.push((host.to_owned(), service));
+        wait_until(
+            &format!("{host} registers"),
+            Duration::from_secs(60),
+            || self.logs(),
+            || {
+                let workers = self.rt.block_on(self.client.workers()).unwrap_or_default();
+                workers.iter().any(|w| w.host == host && w.live)
+            },
+        );
+        Some(())
+    }
+
+    fn worker(&mut self, host: &str) -> &mut Service {
+        &mut self.workers.iter_mut().find(|(h, _)| h == host).expect("a worker of that host").1
+    }
+
+    /// Every service's log, for failure messages.
+    fn logs(&self) -> String {
+        let mut all = format!("== kscheduler\n{}", self.scheduler.output());
+        for (host, service) in &self.workers {
+            all.push_str(&format!("\n== {host}\n{}", service.output()));
+        }
+        all
+    }
+
+    fn get(&self, id: JobId) -> kgym::core::Job {
+        self.rt.block_on(self.client.get(id)).unwrap()
+    }
+
+    /// Waits for every job in `ids` to end.
+    fn wait_all(&self, ids: &[JobId], limit: Duration) -> Vec<kgym::core::Job> {
+        let all = futures::future::join_all(ids.iter().map(|id| self.client.wait(*id)));
+        let done = self.rt.block_on(async { tokio::time::timeout(limit, all).await });
+        let done = done.unwrap_or_else(|_| panic!("the jobs did not end within {limit:?}\n{}", self.logs()));
+        done.into_iter().map(|r| r.unwrap()).collect()
+    }
+}
+
+fn dir(scratch: &tempfile::TempDir, name: &str) -> String {
+    scratch.path().join(name).to_str().unwrap().to_owned()
+}
+
+/// Lines of `log` that say `what` for job `id` (the worker runtime's stage
+/// span carries `job=<id>`).
+fn lines_of_job(log: &str, id: JobId, what: &str) -> usize {
+    let job = format!("job={id} ");
+    log.lines().filter(|l| l.contains(what) && l.contains(&job)).count()
+}
+
+/// A C reproducer that says hello and exits: the verdict is "no crash,
+/// booted to userspace".
+const HELLO: &str = "#include <stdio.h>\nint main(void) { printf(\"kgym-cluster: hello\\n\"); return 0; }\n";
+
+#[test]
+fn a_job_survives_a_killed_builder_and_a_broker_restart() {
+    if !kgym_testkit::test_kernel_available() || kgym_testkit::require_tool("qemu-system-x86_64").is_none() {
+        return;
+    }
+    let Some(mut broker) = Broker::start() else { return };
+    let Some(mut cluster) = Cluster::start(&broker, "3s") else { return };
+    for (program, host) in [("kbuilder", "builder-a"), ("kbuilder", "builder-b"), ("kreproducer", "repro")] {
+        if cluster.add_worker(program, host, 1).is_none() {
+            return;
+        }
+    }
+
+    let build = BuildArgs::new(
+        KernelSource::tarball(kgym_testkit::KERNEL_TARBALL),
+        KernelConfig::Base {
+            base: BaseConfig::Tinyconfig,
+            fragments: vec![kgym_testkit::MINIMAL_BOOT_FRAGMENT.to_owned()],
+        },
+    );
+    let mut reproduce = ReproduceArgs::new(KernelRef::FromStage { stage: StageIndex(0) }, Reproducer::c(HELLO));
+    reproduce.budget = Duration::from_secs(20);
+    let spec = JobSpec::new().stage(StageKind::build(), &build).stage(StageKind::reproduce(), &reproduce);
+    let id = cluster.rt.block_on(cluster.client.submit(spec)).unwrap();
+
+    // The build goes to one of the two builders; kill it with SIGKILL a few
+    // seconds into the stage (it is extracting or compiling).
+    let mut first = None;
+    wait_until(
+        "a builder takes the build",
+        Duration::from_secs(120),
+        || cluster.logs(),
+        || {
+            first = cluster.get(id).worker;
+            first.is_some()
+        },
+    );
+    let first = first.unwrap();
+    let (killed, other) =
+        if first.starts_with("builder-a") { ("builder-a", "builder-b") } else { ("builder-b", "builder-a") };
+    std::thread::sleep(Duration::from_secs(5));
+    let record = cluster.get(id);
+    assert_eq!(record.status, JobStatus::InProgress, "{record:#?}\n{}", cluster.logs());
+    assert_eq!(record.results.len(), 0, "the build ended within 5 s: {record:#?}");
+    cluster.worker(killed).child.kill().unwrap();
+    cluster.worker(killed).child.wait().unwrap();
+
+    // Its lease expires (3 s) and the stage is announced again: the other
+    // builder takes it. While it builds, the broker goes down and comes
+    // back (the reproduce stage may be announced while it is down: the
+    // scheduler keeps the announcement and publishes it again).
+    wait_until(
+        &format!("{other} takes the build over"),
+        Duration::from_secs(120),
+        || cluster.logs(),
+        || cluster.get(id).worker.is_some_and(|w| w.starts_with(other)),
+    );
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.start_again();
+
+    let done = cluster.wait_all(&[id], Duration::from_secs(3600)).remove(0);
+    assert!(done.succeeded(), "{:#?}\n{}", done.failure(), cluster.logs());
+    assert!(done.results[0].worker.as_deref().is_some_and(|w| w.starts_with(other)), "{:#?}", done.results[0]);
+    assert_eq!(done.results[1].value["crashed"], false, "{:#?}", done.results[1]);
+    assert_eq!(done.results[1].value["image_ability"], "normal", "the kernel did not boot: {:#?}", done.results[1]);
+    // The stage ran twice in all, the second time as attempt 2 on the
+    // other builder; the killed one never reported.
+    let other_log = cluster.worker(other).output();
+    assert!(
+        other_log
+            .lines()
+            .any(|l| l.contains("stage started") && l.contains(&format!("job={id} ")) && l.contains("attempt=2")),
+        "{other} did not log the build's second attempt:\n{other_log}"
+    );
+    assert_eq!(lines_of_job(&cluster.worker(killed).output(), id, "stage reported"), 0);
+    // The scheduler stops counting the killed builder as live once it has
+    // been silent for the worker TTL (90 s).
+    wait_until(
+        &format!("{killed} is listed as gone"),
+        Duration::from_secs(150),
+        || cluster.logs(),
+        || {
+            let workers = cluster.rt.block_on(cluster.client.workers()).unwrap_or_default();
+            workers.iter().any(|w| w.host == killed && !w.live)
+        },
+    );
+}
+
+#[test]
+fn five_hundred_jobs_through_rabbitmq_each_run_exactly_once() {
+    const JOBS: usize = 500;
+    let Some(mut broker) = Broker::start() else { return };
+    let Some(mut cluster) = Cluster::start(&broker, "30s") else { return };
+    if cluster.add_worker("kreproducer", "repro", 8).is_none() {
+        return;
+    }
+    // A stage the worker ends at once: its kernel is not there.
+    let missing = cluster.scratch.path().join("no-such-bzImage");
+    let args = ReproduceArgs::new(
+        KernelRef::Files { bzimage: FileRef::Path(missing), vmlinux: None },
+        Reproducer::c("int main(void) { return 0; }"),
+    );
+    let spec = || JobSpec { stages: vec![StageSpec::new(StageKind::reproduce(), &args)], ..JobSpec::new() };
+    let submit = |n: usize| -> Vec<JobId> {
+        cluster.rt.block_on(async {
+            let submits = (0..n).map(|_| cluster.client.submit(spec()));
+            futures::future::join_all(submits).await.into_iter().map(|r| r.unwrap()).collect()
+        })
+    };
+    // Half of them, then the broker goes down mid-run; the other half is
+    // submitted while it is away (the scheduler keeps their announcements
+    // and publishes them when it is back).
+    let mut ids = submit(JOBS / 2);
+    let repro_log = || cluster.workers[0].1.output();
+    wait_until(
+        "100 stages reported",
+        Duration::from_secs(300),
+        || cluster.logs(),
+        || repro_log().matches("stage reported").count() >= 100,
+    );
+    broker.stop();
+    ids.extend(submit(JOBS - JOBS / 2));
+    std::thread::sleep(Duration::from_secs(2));
+    broker.start_again();
+
+    let done = cluster.wait_all(&ids, Duration::from_secs(600));
+    for job in &done {
+        assert_eq!(job.status, JobStatus::Finished, "{job:#?}");
+        let failure = job.failure().expect("a missing kernel fails the stage").1;
+        assert!(failure.message.contains("no-such-bzImage"), "{failure:?}");
+    }
+    // Exactly once, as the worker saw it ...
+    let log = repro_log();
+    let twice: Vec<_> = ids.iter().filter(|id| lines_of_job(&log, **id, "stage started") != 1).collect();
+    assert!(twice.is_empty(), "jobs whose stage did not start exactly once: {twice:?}");
+    assert_eq!(log.matches("stage reported").count(), JOBS);
+    // ... and as the scheduler recorded it.
+    let db = Path::new(&dir(&cluster.scratch, "sched")).join(kgym::DATABASE_FILE);
+    let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    // The scheduler logs every hand-out into the job's log in the claim's
+    // transaction ("stage 0 (reproduce) handed to ... (attempt N)").
+    let mut handouts = conn
+        .prepare(
+            "SELECT job_id, COUNT(*) FROM job_log WHERE stage = 0 AND worker IS NULL \
+             AND line LIKE 'stage 0 (reproduce) handed to %' GROUP BY job_id",
+        )
+        .unwrap();
+    let per_job: Vec<(i64, i64)> =
+        handouts.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    assert_eq!(per_job.len(), JOBS, "jobs with a hand-out in the scheduler's log");
+    let more: Vec<_> = per_job.iter().filter(|(_, n)| *n != 1).collect();
+    assert!(more.is_empty(), "jobs handed out more than once: {more:?}");
+    drop(broker);
+}
