@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 # `kgym/gcp` adds the GCS store and its tests against a fake XML API
 # (kgym-core/tests/gcs.rs, tests/gcs_store.rs); `kgym/amqp` the RabbitMQ
 # transport and its tests against a real broker the tests start
-# (kgym-sched/tests/amqp.rs, tests/services.rs); one feature set for every
+# (kgym-sched/tests/amqp.rs, tests/services.rs, tests/cluster.rs);
+# `kgym/gce` the Compute Engine runner and its tests against a fake Compute
+# API (kgym-vm/tests/gce.rs); one feature set for every
 # step, so nothing is compiled twice.
 # The stock services as real binaries: tests/signals.rs runs them
 # (`cargo test --all-targets` builds examples only as test harnesses).
-cargo build --workspace --examples --features kgym/gcp,kgym/amqp
-cargo test --workspace --all-targets --no-fail-fast --features kgym/gcp,kgym/amqp "$@"
-cargo test --workspace --doc --features kgym/gcp,kgym/amqp
+cargo build --workspace --examples --features kgym/gcp,kgym/amqp,kgym/gce
+cargo test --workspace --all-targets --no-fail-fast --features kgym/gcp,kgym/amqp,kgym/gce "$@"
+cargo test --workspace --doc --features kgym/gcp,kgym/amqp,kgym/gce

@@ -113,7 +113,9 @@ fn present_args(stage: &StageSpec) -> Value {
                 if let KernelRef::FromStage { stage } = r.kernel {
                     m.insert("image-from-worker".into(), json!(stage.0));
                 }
-                m.insert("machine-type".into(), json!(format!("qemu:{}", r.machine)));
+                let machine =
+                    if r.machine.gce.is_some() { r.machine.to_string() } else { format!("qemu:{}", r.machine) };
+                m.insert("machine-type".into(), json!(machine));
                 m
             }
             Err(_) => Map::new(),

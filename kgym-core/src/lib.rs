@@ -67,7 +67,7 @@ pub use failure::StageFailure;
 pub use id::{JobId, StageIndex, StageKind};
 pub use job::{Job, JobSpec, JobStatus, Labels, Outcome, StageResult, StageSpec, Tags};
 pub use logs::{LogSink, MemorySink, TracingSink};
-pub use machine::MachineSpec;
+pub use machine::{GceMachineType, MachineSpec};
 pub use stage::{InvalidArgs, StageArgs, StageSchema};
 pub use worker::{StageWorker, Worker};
 

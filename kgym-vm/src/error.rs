@@ -157,6 +157,66 @@ pub enum Error {
     /// The run was cancelled; every VM it started has been stopped.
     #[error("finish the run: cancelled")]
     Cancelled,
+    /// Compute Engine refused a call for quota: HTTP 429, or 403 with a
+    /// `quotaExceeded`/`rateLimitExceeded` reason (feature `gce`).
+    #[error("call compute {call}: quota exceeded (HTTP {status}): {message}")]
+    GceQuota {
+        /// The API call and its target (`instances.insert kgym-1a2b-0`).
+        call: String,
+        /// The HTTP status (403 or 429).
+        status: u16,
+        /// Google's error message.
+        message: String,
+    },
+    /// Compute Engine refused a call for permission: HTTP 403 with another
+    /// reason (feature `gce`).
+    #[error("call compute {call}: permission denied: {message}")]
+    GcePermission {
+        /// The API call and its target.
+        call: String,
+        /// Google's error message.
+        message: String,
+    },
+    /// The resource a Compute Engine call names does not exist: HTTP 404
+    /// (feature `gce`).
+    #[error("call compute {call}: not found: {message}")]
+    GceNotFound {
+        /// The API call and its target.
+        call: String,
+        /// Google's error message.
+        message: String,
+    },
+    /// Any other HTTP error of the Compute Engine API (feature `gce`).
+    #[error("call compute {call}: HTTP {status}: {message}")]
+    GceApi {
+        /// The API call and its target.
+        call: String,
+        /// The HTTP status.
+        status: u16,
+        /// Google's error message (or the start of the body when it is
+        /// not Google's JSON error).
+        message: String,
+    },
+    /// A Compute Engine call got no usable answer: connection, timeout or
+    /// an unreadable body (feature `gce`).
+    #[error("call compute {call}: {reason}")]
+    GceTransport {
+        /// The API call and its target.
+        call: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A Compute Engine operation finished (`DONE`) with errors (feature
+    /// `gce`).
+    #[error("finish compute operation {operation} ({call}): {message}")]
+    GceOperation {
+        /// The call that started it.
+        call: String,
+        /// The operation's name.
+        operation: String,
+        /// The operation's errors, `code: message` joined by `; `.
+        message: String,
+    },
 }
 
 /// `Result` with [`Error`] as the default error.

@@ -17,6 +17,9 @@
 //!   from), [`KernelCmdline`] (what every boot's kernel command line
 //!   holds), [`AccelMode`], [`Timeouts`].
 //!
+//! - `gce` (feature `gce`): `GceRunner`, runs on Compute Engine
+//!   instances over the Compute REST API (tested against a fake API only).
+//!
 //! A run that cannot be carried out (bad input, missing tool) is an
 //! [`Error`]; a kernel that crashes, hangs or does not boot is a result.
 //!
@@ -68,6 +71,8 @@ mod bzimage;
 mod cmdline;
 mod elf;
 mod error;
+#[cfg(feature = "gce")]
+pub mod gce;
 mod guest_arch;
 mod initramfs;
 pub mod outcome;

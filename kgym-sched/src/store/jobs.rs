@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::logs::{LogLine, log_both, sys_line};
 use super::tags::{read_tags, write_tags};
-use super::{raw, status_of, to_time};
+use super::{Cached, raw, status_of, to_time};
 use crate::error::{Error, Result};
 use crate::queue::Announcement;
 use crate::types::{JobEvent, JobLogEntry};
@@ -83,7 +83,7 @@ pub(super) fn decode_stages(id: JobId, text: &str) -> Result<Vec<StageSpec>> {
 
 fn read_row(tx: &Connection, id: JobId) -> Result<Row> {
     let row = tx
-        .query_row(
+        .row(
             "SELECT status, cursor, stages, worker, host, lease_token, stage_started_us, attempts
              FROM jobs WHERE id = ?1",
             [raw(id)],
@@ -134,20 +134,16 @@ fn read_results(conn: &Connection, id: JobId) -> Result<Vec<StageResult>> {
 /// another kind says it waits for a worker).
 pub(crate) fn load_job(conn: &Connection, id: JobId, live: &BTreeSet<StageKind>) -> Result<Job> {
     let (created, modified, status, cursor, stages, worker) = conn
-        .query_row(
-            "SELECT created_us, modified_us, status, cursor, stages, worker FROM jobs WHERE id = ?1",
-            [raw(id)],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
-            },
-        )
+        .row("SELECT created_us, modified_us, status, cursor, stages, worker FROM jobs WHERE id = ?1", [raw(id)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })
         .optional()
         .map_err(Error::db("read a job"))?
         .ok_or(Error::JobNotFound { id })?;
@@ -195,7 +191,7 @@ pub(crate) fn insert_job(conn: &mut Connection, spec: &JobSpec, now: i64) -> Res
         source,
     })?;
     let tx = begin(conn, "store a new job")?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO jobs (created_us, modified_us, status, cursor, stages) VALUES (?1, ?1, 'pending', 0, ?2)",
         params![now, stages],
     )
@@ -227,7 +223,7 @@ pub(crate) fn claim(
     let expires = now + lease_ttl.as_micros() as i64;
     let tx = begin(conn, "claim a stage")?;
     let changed = tx
-        .execute(
+        .exec(
             "UPDATE jobs SET status = 'in_progress', worker = ?1, host = ?2, lease_token = ?3,
                  lease_expires_us = ?4, stage_started_us = ?5, attempts = attempts + 1, modified_us = ?5
              WHERE id = ?6 AND cursor = ?7 AND status IN ('pending', 'waiting')
@@ -275,7 +271,7 @@ pub(crate) fn heartbeat(
 ) -> Result<LeaseStatus> {
     let expires = now + lease_ttl.as_micros() as i64;
     let changed = conn
-        .execute(
+        .exec(
             "UPDATE jobs SET lease_expires_us = ?1
              WHERE id = ?2 AND cursor = ?3 AND lease_token = ?4 AND status = 'in_progress'",
             params![expires, raw(lease.job), lease.stage.0, lease.token],
@@ -285,7 +281,7 @@ pub(crate) fn heartbeat(
         return Ok(LeaseStatus::Active);
     }
     let aborted = conn
-        .query_row(
+        .row(
             "SELECT 1 FROM jobs WHERE id = ?1 AND cursor = ?2 AND lease_token = ?3 AND status = 'aborted'",
             params![raw(lease.job), lease.stage.0, lease.token],
             |_| Ok(()),
@@ -309,7 +305,7 @@ fn clear_lease_sql() -> &'static str {
 fn requeue(tx: &Transaction<'_>, row: &Row, count_attempt: bool, now: i64) -> Result<()> {
     let status = queued_status(row.cursor);
     let attempts = if count_attempt { row.attempts } else { row.attempts.saturating_sub(1) };
-    tx.execute(
+    tx.exec(
         &format!("UPDATE jobs SET status = ?1, attempts = ?2, modified_us = ?3, {} WHERE id = ?4", clear_lease_sql()),
         params![status.as_str(), attempts, now, raw(row.id)],
     )
@@ -334,7 +330,7 @@ fn record(tx: &Transaction<'_>, row: &Row, mut result: StageResult, now: i64) ->
     // A plain INSERT: a stage has at most one result (a job run again loses
     // the results it re-runs first), and the statistics rollups count
     // inserts and deletes.
-    tx.execute(
+    tx.exec(
         "INSERT INTO results (job_id, stage, result, kind, outcome, started_us, finished_us, headline)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
@@ -354,7 +350,7 @@ fn record(tx: &Transaction<'_>, row: &Row, mut result: StageResult, now: i64) ->
         Outcome::Success => (JobStatus::Finished, row.cursor + 1),
         Outcome::Failure => (JobStatus::Finished, row.cursor),
     };
-    tx.execute(
+    tx.exec(
         &format!(
             "UPDATE jobs SET status = ?1, cursor = ?2, attempts = 0, stage_started_us = NULL, modified_us = ?3, {}
              WHERE id = ?4",
@@ -537,7 +533,7 @@ pub(crate) fn abort(conn: &mut Connection, id: JobId, now: i64) -> Result<Effect
     }
     // The lease token stays, so the holder's next heartbeat learns it was
     // cancelled (rather than lost).
-    tx.execute(
+    tx.exec(
         "UPDATE jobs SET status = 'aborted', lease_expires_us = NULL, modified_us = ?1 WHERE id = ?2",
         params![now, raw(id)],
     )
@@ -609,7 +605,7 @@ pub(crate) fn rerun(
     // The status first: the finished-hours rollup (migration 0003) reads
     // the stages the job finished with.
     let status = queued_status(from.0);
-    tx.execute(
+    tx.exec(
         &format!(
             "UPDATE jobs SET status = ?1, cursor = ?2, attempts = 0, stage_started_us = NULL, modified_us = ?3, {}
              WHERE id = ?4",
@@ -621,12 +617,12 @@ pub(crate) fn rerun(
     if let Some(spec) = replace {
         let stages =
             serde_json::to_string(&spec.stages).map_err(|source| Error::Corrupt { job: id, what: "stages", source })?;
-        tx.execute("UPDATE jobs SET stages = ?1 WHERE id = ?2", params![stages, raw(id)])
+        tx.exec("UPDATE jobs SET stages = ?1 WHERE id = ?2", params![stages, raw(id)])
             .map_err(Error::db("run a job again"))?;
         write_tags(&tx, id, &spec.tags)?;
         super::tags::check_tag_count(&tx, id)?;
     }
-    tx.execute("DELETE FROM results WHERE job_id = ?1 AND stage >= ?2", params![raw(id), from.0])
+    tx.exec("DELETE FROM results WHERE job_id = ?1 AND stage >= ?2", params![raw(id), from.0])
         .map_err(Error::db("run a job again"))?;
     let row = read_row(&tx, id)?;
     let line = format!("job {action} from stage {from}");

@@ -49,6 +49,34 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// `execute` and `query_row` through the connection's statement cache.
+/// A statement writing `jobs` or `results` has their triggers (counters,
+/// statistics rollups) compiled into it: compiling it again on every
+/// transition cost more than running it (`cargo bench --bench scheduler`).
+pub(crate) trait Cached {
+    /// [`Connection::execute`], prepared once.
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    /// [`Connection::query_row`], prepared once.
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 impl Store {
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
@@ -74,6 +102,9 @@ impl Store {
         let open_err = |source| Error::OpenDatabase { path: shown.clone(), source };
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
+        // Room for every statement of the hot paths and the listings (see
+        // `Cached`); rusqlite keeps 16 by default.
+        conn.set_prepared_statement_cache_capacity(256);
         migrate(&mut conn)?;
         let (tx, rx) = std::sync::mpsc::channel::<Task>();
         std::thread::Builder::new()

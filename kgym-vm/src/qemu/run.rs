@@ -34,6 +34,9 @@ fn validate(req: &RunRequest) -> Result<()> {
     if req.budget.is_zero() {
         return bad("the budget must be positive".into());
     }
+    if let Some(t) = req.machine.gce {
+        return bad(format!("machine {t} is a Compute Engine machine type: it runs on a GceRunner, not QEMU"));
+    }
     // A kernel booted as the wrong arch gets a userspace it cannot run (or
     // does not start at all): say so instead of "kernel did not boot".
     if let Some(arch) = bzimage::check_kernel(&req.kernel)?
@@ -351,4 +354,21 @@ async fn instance_loop(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use kgym_core::stage::reproduce::Reproducer;
+
+    use super::*;
+
+    #[test]
+    fn a_compute_engine_machine_is_refused() {
+        let req = RunRequest::new("no-such-bzImage", Reproducer::c("int main(void) { return 0; }"))
+            .machine("gce:e2-standard-2".parse().unwrap());
+        match validate(&req) {
+            Err(Error::InvalidRequest { reason }) => assert!(reason.contains("GceRunner"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
