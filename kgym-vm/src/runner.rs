@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kgym_core::stage::build::Arch;
-use kgym_core::stage::reproduce::{Accel, ImageAbility, Reproducer, StopPolicy};
+use kgym_core::stage::reproduce::{Accel, CrashKind, ImageAbility, Reproducer, StopPolicy};
 use kgym_core::{LogSink, MachineSpec, StageContext, TracingSink};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -215,4 +215,31 @@ pub struct RunOutput {
     pub seconds: f64,
     /// The syzkaller commit used (syz reproducers).
     pub syzkaller_commit: Option<String>,
+}
+
+impl RunOutput {
+    /// The verdict of `boots` (in the order they ended): crash groups, the
+    /// picked title, kGym's message and image ability. Every runner builds
+    /// its output here, so QEMU and Compute Engine runs judge alike.
+    pub(crate) fn from_boots(
+        boots: Vec<BootRecord>,
+        accel: Accel,
+        accel_reason: String,
+        seconds: f64,
+        syzkaller_commit: Option<String>,
+    ) -> Self {
+        let crashes = crate::outcome::group_crashes(&boots);
+        Self {
+            crashed: crashes.iter().any(|g| g.kind == CrashKind::Crash),
+            title: crate::outcome::picked_title(&crashes),
+            message: crate::outcome::message(&crashes).to_owned(),
+            image_ability: crate::outcome::image_ability(&boots),
+            crashes,
+            boots,
+            accel,
+            accel_reason,
+            seconds,
+            syzkaller_commit,
+        }
+    }
 }

@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use kgym_core::stage::reproduce::{Accel, CrashKind, StopPolicy};
+use kgym_core::stage::reproduce::{Accel, StopPolicy};
 use tokio_util::sync::CancellationToken;
 
 use super::cleanup::{CleanupGuard, Created};
 use super::client::{ComputeClient, InstanceSpec, OperationScope};
 use super::serial::SerialConsole;
 use crate::error::{Error, Result};
-use crate::outcome::{self, BootEnd, BootRecord};
+use crate::outcome::{BootEnd, BootRecord};
 use crate::runner::{RunContext, RunOutput, RunRequest, UserspaceSpec, VmRunner};
 
 /// The longest name prefix: with `-{time}-{pid}-{counter}-image` (at most
@@ -325,19 +325,13 @@ fn verdict(
     ctx: &RunContext,
 ) -> RunOutput {
     boots.sort_by(|a, b| a.ended.total_cmp(&b.ended));
-    let crashes = outcome::group_crashes(&boots);
-    let out = RunOutput {
-        crashed: crashes.iter().any(|g| g.kind == CrashKind::Crash),
-        title: outcome::picked_title(&crashes),
-        message: outcome::message(&crashes).to_owned(),
-        image_ability: outcome::image_ability(&boots),
-        crashes,
+    let out = RunOutput::from_boots(
         boots,
-        accel: Accel::Cloud,
-        accel_reason: format!("Compute Engine {machine_type} in {zone}"),
-        seconds: started.elapsed().as_secs_f64(),
-        syzkaller_commit: None,
-    };
+        Accel::Cloud,
+        format!("Compute Engine {machine_type} in {zone}"),
+        started.elapsed().as_secs_f64(),
+        None,
+    );
     ctx.line(format!(
         "verdict: {} ({}), {} instance(s) in {:.1}s",
         out.title.as_deref().unwrap_or("no crash"),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use kgym_core::stage::reproduce::{Accel, CrashKind, StopPolicy};
+use kgym_core::stage::reproduce::{Accel, StopPolicy};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -20,7 +20,7 @@ use crate::bzimage;
 use crate::cmdline::KernelCmdline;
 use crate::error::{Error, Result};
 use crate::initramfs::InitramfsSpec;
-use crate::outcome::{self, BootEnd, BootRecord, SpecialCrash};
+use crate::outcome::{BootEnd, BootRecord, SpecialCrash};
 use crate::repro::{self, PreparedRepro};
 use crate::runner::{RunContext, RunOutput, RunRequest, UserspaceSpec};
 use crate::ssh::SshTarget;
@@ -258,19 +258,13 @@ async fn verdict(
     if let Some(vmlinux) = &req.vmlinux {
         symbolize_all(vmlinux, &mut boots, ctx).await?;
     }
-    let crashes = outcome::group_crashes(&boots);
-    let out = RunOutput {
-        crashed: crashes.iter().any(|g| g.kind == CrashKind::Crash),
-        title: outcome::picked_title(&crashes),
-        message: outcome::message(&crashes).to_owned(),
-        image_ability: outcome::image_ability(&boots),
-        crashes,
+    let out = RunOutput::from_boots(
         boots,
-        accel: decision.accel,
-        accel_reason: decision.reason,
-        seconds: started.elapsed().as_secs_f64(),
+        decision.accel,
+        decision.reason,
+        started.elapsed().as_secs_f64(),
         syzkaller_commit,
-    };
+    );
     ctx.line(format!(
         "verdict: {} ({}), {} boot(s) in {:.1}s",
         out.title.as_deref().unwrap_or("no crash"),
