@@ -117,6 +117,15 @@ if [[ $role == scheduler ]]; then
   if ! dpkg-query -W -f='${Status}' rabbitmq-server 2>/dev/null | grep -q "install ok installed"; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rabbitmq-server
   fi
+  # Workers on RabbitMQ (KGYM_AMQP on kbuilder/kreproducer) hold a
+  # stage's announcement unacked until its result is recorded; RabbitMQ
+  # closes a channel holding one longer than consumer_timeout (30 min by
+  # default), shorter than a big kernel build. 24 h here.
+  conf=/etc/rabbitmq/rabbitmq.conf
+  if ! grep -qs '^consumer_timeout' "$conf"; then
+    echo "consumer_timeout = 86400000" >>"$conf"
+    systemctl restart rabbitmq-server.service
+  fi
   systemctl enable --now rabbitmq-server.service
 fi
 

@@ -4,7 +4,8 @@
 //! Killed outright, its VMs die with it and its scratch goes.
 //!
 //! Environment: `KGYM_SERVER` (default `http://127.0.0.1:8000`),
-//! `KGYM_TOKEN`, `KGYM_DATA` (scratch), `KGYM_ARTIFACTS` (`gs://bucket` or a
+//! `KGYM_TOKEN`, `KGYM_AMQP` and `KGYM_AMQP_PREFIX` (take stages
+//! from RabbitMQ instead), `KGYM_DATA` (scratch), `KGYM_ARTIFACTS` (`gs://bucket` or a
 //! shared directory), `KGYM_SLOTS`, `KGYM_HOST` (the worker's name, default the
 //! machine's host name; one per process), `KGYM_LABELS` (`pool=big,...`: its
 //! worker pool).
@@ -29,7 +30,7 @@ async fn run() -> Result<(), service::BoxError> {
     let scratch = kgym::proc::RemoveOnExit::unique_in(&data.join("scratch"), "kreproducer-")?;
     let runner = QemuRunner::builder().work_dir(scratch.path().join("vm")).build()?;
     let worker = ReproduceWorker::new(Arc::new(runner)).scratch_dir(scratch.path().join("reproduce"));
-    let runtime = service::worker_runtime()?.worker(Arc::new(worker), service::slots()).start().await?;
+    let runtime = service::worker_runtime().await?.worker(Arc::new(worker), service::slots()).start().await?;
     service::run_until_signal(runtime).await?;
     Ok(())
 }

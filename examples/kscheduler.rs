@@ -26,7 +26,8 @@ const SETTINGS: &str = "\
   KGYM_PUBLIC_READS  1: reads need no token (a trusted network)
   KGYM_DATA          local data: the database (default ~/.local/share/kgym)
   KGYM_AMQP          amqp://user:password@host:5672/%2f: announce ready stages
-                     on this RabbitMQ (built with --features kgym/amqp)
+                     on this RabbitMQ and answer workers that take them from
+                     it (built with --features kgym/amqp)
   KGYM_AMQP_PREFIX   its queues' name prefix (default kgym)
   KGYM_ARTIFACTS     gs://bucket (with --features gcp) or a directory every
                      service shares (default $KGYM_DATA/artifacts)
@@ -58,9 +59,11 @@ async fn run() -> Result<(), service::BoxError> {
         gym = gym.queue(queue);
     }
     let gym = gym.start().await?;
+    let rpc = amqp_rpc(&gym).await?;
     tracing::info!(url = gym.http_url().unwrap_or_default(), "kscheduler serving");
     let signal = kgym::proc::terminated().await?;
     tracing::info!(signal = signal.name(), "stopping");
+    stop_rpc(rpc).await;
     gym.shutdown().await;
     Ok(())
 }
@@ -92,6 +95,33 @@ async fn amqp_queue() -> Result<Option<std::sync::Arc<dyn kgym::sched::queue::Qu
     tracing::info!(prefix, "announcing stages on RabbitMQ");
     Ok(Some(std::sync::Arc::new(queue)))
 }
+
+/// With `KGYM_AMQP`, workers may take stages from RabbitMQ themselves
+/// (`kbuilder`/`kreproducer` with `KGYM_AMQP`): their requests on
+/// `$KGYM_AMQP_PREFIX.rpc` are answered from this scheduler.
+#[cfg(feature = "amqp")]
+async fn amqp_rpc(gym: &Gym) -> Result<Option<kgym::sched::amqp::RpcServer>, service::BoxError> {
+    let Some(uri) = std::env::var("KGYM_AMQP").ok().filter(|u| !u.trim().is_empty()) else { return Ok(None) };
+    let prefix = service::env_or("KGYM_AMQP_PREFIX", "kgym");
+    let server = kgym::sched::amqp::RpcServer::start(uri.trim(), &prefix, gym.sqlite().clone()).await?;
+    tracing::info!(queue = format!("{prefix}.rpc"), "answering workers on RabbitMQ");
+    Ok(Some(server))
+}
+
+#[cfg(feature = "amqp")]
+async fn stop_rpc(rpc: Option<kgym::sched::amqp::RpcServer>) {
+    if let Some(server) = rpc {
+        server.stop().await;
+    }
+}
+
+#[cfg(not(feature = "amqp"))]
+async fn amqp_rpc(_gym: &Gym) -> Result<Option<()>, service::BoxError> {
+    Ok(None)
+}
+
+#[cfg(not(feature = "amqp"))]
+async fn stop_rpc(_rpc: Option<()>) {}
 
 /// Without the `amqp` feature, `KGYM_AMQP` is refused rather than ignored.
 #[cfg(not(feature = "amqp"))]

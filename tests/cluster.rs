@@ -90,20 +90,24 @@ impl Cluster {
     /// Starts the stock service `program` as worker `host` with `slots`
     /// slots and waits until the scheduler lists it as live.
     fn add_worker(&mut self, program: &str, host: &str, slots: u32) -> Option<()> {
+        self.add_worker_with(program, host, slots, &[])
+    }
+
+    /// [`add_worker`](Self::add_worker) with more settings (`KGYM_AMQP`:
+    /// the worker takes its stages from RabbitMQ).
+    fn add_worker_with(&mut self, program: &str, host: &str, slots: u32, extra: &[(&str, &str)]) -> Option<()> {
         let program = example(program)?;
         let (data, artifacts) = (dir(&self.scratch, host), dir(&self.scratch, "artifacts"));
         let slots = slots.to_string();
-        let service = Service::start(
-            &program,
-            &[
-                ("KGYM_SERVER", &self.server),
-                ("KGYM_DATA", &data),
-                ("KGYM_ARTIFACTS", &artifacts),
-                ("KGYM_HOST", host),
-                ("KGYM_SLOTS", &slots),
-            ],
-            self.scratch.path().join(format!("{host}.log")),
-        );
+        let mut env = vec![
+            ("KGYM_SERVER", self.server.as_str()),
+            ("KGYM_DATA", &data),
+            ("KGYM_ARTIFACTS", &artifacts),
+            ("KGYM_HOST", host),
+            ("KGYM_SLOTS", &slots),
+        ];
+        env.extend_from_slice(extra);
+        let service = Service::start(&program, &env, self.scratch.path().join(format!("{host}.log")));
         self.workers.push((host.to_owned(), service));
         wait_until(
             &format!("{host} registers"),
@@ -254,11 +258,44 @@ fn a_job_survives_a_killed_builder_and_a_broker_restart() {
 
 #[test]
 fn five_hundred_jobs_through_rabbitmq_each_run_exactly_once() {
+    five_hundred_jobs(Workers::Http);
+}
+
+/// The same with the worker on RabbitMQ too (`KGYM_AMQP`): it consumes the
+/// announcement queue itself and claims, heartbeats and reports through
+/// kscheduler's request queue. The broker is then the worker's only way
+/// to the scheduler, so the lease outlasts the broker's restart (a longer
+/// outage would expire leases: the stage would run again, which is the
+/// lease doing its job).
+#[test]
+fn five_hundred_jobs_with_the_worker_on_rabbitmq_each_run_exactly_once() {
+    five_hundred_jobs(Workers::Amqp);
+}
+
+/// How the worker reaches the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workers {
+    /// `KGYM_SERVER`: claims over HTTP, kscheduler consumes the queues.
+    Http,
+    /// `KGYM_AMQP`: the worker consumes the queues, requests on RabbitMQ.
+    Amqp,
+}
+
+fn five_hundred_jobs(workers: Workers) {
     const JOBS: usize = 500;
     let Some(mut broker) = Broker::start() else { return };
-    let Some(mut cluster) = Cluster::start(&broker, "5s") else { return };
-    if cluster.add_worker("kreproducer", "repro", 8).is_none() {
+    let lease = if workers == Workers::Amqp { "30s" } else { "5s" };
+    let Some(mut cluster) = Cluster::start(&broker, lease) else { return };
+    let uri = broker.uri();
+    let amqp: &[(&str, &str)] =
+        if workers == Workers::Amqp { &[("KGYM_AMQP", &uri), ("KGYM_AMQP_PREFIX", "cluster")] } else { &[] };
+    if cluster.add_worker_with("kreproducer", "repro", 8, amqp).is_none() {
         return;
+    }
+    if workers == Workers::Amqp {
+        let log = cluster.workers[0].1.output();
+        assert!(log.contains("claiming stages from RabbitMQ"), "the worker is not on RabbitMQ:\n{log}");
+        assert!(cluster.scheduler.output().contains("answering workers on RabbitMQ"), "{}", cluster.logs());
     }
     // A stage the worker ends at once: its kernel is not there.
     let missing = cluster.scratch.path().join("no-such-bzImage");

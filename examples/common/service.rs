@@ -10,6 +10,7 @@ use std::sync::Arc;
 use kgym::core::ArtifactStore;
 use kgym::sched::http::HttpWorkerBackend;
 use kgym::sched::runtime::{RuntimeBuilder, RuntimeOptions, WorkerRuntime};
+use kgym::sched::worker_api::WorkerBackend;
 
 /// Any error a service's start-up returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -18,6 +19,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub const WORKER_SETTINGS: &str = "\
   KGYM_SERVER     the scheduler's URL (default http://127.0.0.1:8000)
   KGYM_TOKEN      the scheduler's API token
+  KGYM_AMQP       amqp://user:password@host:5672/%2f: take stages from this
+                  RabbitMQ and talk to the scheduler through it instead of
+                  KGYM_SERVER (built with --features kgym/amqp; kscheduler
+                  needs the same KGYM_AMQP)
+  KGYM_AMQP_PREFIX its queues' name prefix (default kgym)
   KGYM_DATA       local data: caches, scratch (default ~/.local/share/kgym)
   KGYM_ARTIFACTS  gs://bucket (with --features gcp) or a directory every
                   service shares (default $KGYM_DATA/artifacts)
@@ -124,14 +130,10 @@ pub async fn run_until_signal(
 }
 
 /// A worker runtime claiming stages from the scheduler at `KGYM_SERVER`
-/// (default `http://127.0.0.1:8000`) with `KGYM_TOKEN`, storing artifacts
-/// in `KGYM_ARTIFACTS`; add workers, then start it.
-pub fn worker_runtime() -> Result<RuntimeBuilder, BoxError> {
-    let server = env_or("KGYM_SERVER", "http://127.0.0.1:8000");
-    let mut backend = HttpWorkerBackend::new(&server)?;
-    if let Some(token) = token() {
-        backend = backend.with_token(token);
-    }
+/// (default `http://127.0.0.1:8000`) with `KGYM_TOKEN`, or from RabbitMQ
+/// when `KGYM_AMQP` is set, storing artifacts in `KGYM_ARTIFACTS`; add
+/// workers, then start it.
+pub async fn worker_runtime() -> Result<RuntimeBuilder, BoxError> {
     let mut options = RuntimeOptions::default();
     if let Ok(host) = std::env::var("KGYM_HOST")
         && !host.trim().is_empty()
@@ -139,8 +141,53 @@ pub fn worker_runtime() -> Result<RuntimeBuilder, BoxError> {
         options = options.host(host.trim());
     }
     options.labels = labels()?;
-    tracing::info!(%server, host = %options.host, labels = %kgym::sched::labels::display(&options.labels), "claiming stages");
-    Ok(WorkerRuntime::builder(Arc::new(backend)).options(options).artifacts(artifacts()?))
+    let labels = kgym::sched::labels::display(&options.labels);
+    let backend: Arc<dyn WorkerBackend> = match amqp_uri() {
+        Some(uri) => {
+            let prefix = env_or("KGYM_AMQP_PREFIX", "kgym");
+            tracing::info!(broker = %redacted(&uri), prefix, host = %options.host, %labels, "claiming stages from RabbitMQ");
+            amqp_backend(&uri, &prefix).await?
+        }
+        None => {
+            let server = env_or("KGYM_SERVER", "http://127.0.0.1:8000");
+            let mut backend = HttpWorkerBackend::new(&server)?;
+            if let Some(token) = token() {
+                backend = backend.with_token(token);
+            }
+            tracing::info!(%server, host = %options.host, %labels, "claiming stages");
+            Arc::new(backend)
+        }
+    };
+    Ok(WorkerRuntime::builder(backend).options(options).artifacts(artifacts()?))
+}
+
+/// `KGYM_AMQP`, when set.
+pub fn amqp_uri() -> Option<String> {
+    std::env::var("KGYM_AMQP").ok().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty())
+}
+
+/// `uri` without its password (for logs).
+fn redacted(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = uri[s + 3..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &uri[..s + 3], &uri[at..])
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+#[cfg(feature = "amqp")]
+async fn amqp_backend(uri: &str, prefix: &str) -> Result<Arc<dyn WorkerBackend>, BoxError> {
+    Ok(Arc::new(kgym::sched::amqp::AmqpWorkerBackend::connect(uri, prefix).await?))
+}
+
+/// Without the `amqp` feature, `KGYM_AMQP` is refused rather than ignored.
+#[cfg(not(feature = "amqp"))]
+async fn amqp_backend(_uri: &str, _prefix: &str) -> Result<Arc<dyn WorkerBackend>, BoxError> {
+    Err("KGYM_AMQP is set but this worker was built without the amqp feature \
+         (cargo build --examples --features kgym/amqp)"
+        .into())
 }
 
 /// `KGYM_LABELS`: this worker's labels, `key=value` separated by commas

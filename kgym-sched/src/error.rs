@@ -153,6 +153,15 @@ pub enum Error {
         /// lapin's explanation.
         message: String,
     },
+    /// The scheduler failed a worker-protocol request sent over AMQP, or
+    /// did not answer it.
+    #[error("scheduler request {op} over AMQP: {message}")]
+    RpcFailed {
+        /// The request (`claim`, `report`, ...).
+        op: &'static str,
+        /// What went wrong.
+        message: String,
+    },
     /// Artifacts of a restarted job could not be deleted.
     #[error("delete artifacts of job {id} from stage {from}")]
     Artifacts {

@@ -15,6 +15,7 @@ use kgym_core::{JobId, StageFailure, StageIndex, StageKind, StageResult, StageSp
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::queue::SignalAction;
 
 /// A worker process announcing itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +160,15 @@ pub trait WorkerBackend: Send + Sync + fmt::Debug + 'static {
     /// Says goodbye: the worker process on `host` stopped (it is no longer
     /// live, whatever its last heartbeat).
     async fn deregister(&self, host: &str) -> Result<()>;
+
+    /// Waits for a word from the scheduler about the running stage of
+    /// `lease` between heartbeats (an abort to check at once, a request to
+    /// hand it back). Backends without a way to hear one never return:
+    /// the next heartbeat tells instead.
+    async fn signalled(&self, lease: &Lease) -> SignalAction {
+        let _ = lease;
+        std::future::pending().await
+    }
 }
 
 /// Serde adapter: a `Duration` as integer milliseconds.

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kgym_core::{JobSpec, JobStatus, StageKind};
-use kgym_sched::amqp::AmqpQueue;
+use kgym_core::{JobId, JobSpec, JobStatus, StageKind};
+use kgym_sched::amqp::{AmqpQueue, AmqpWorkerBackend, RpcServer};
 use kgym_sched::conformance::{self, Harness};
 use kgym_sched::queue::{Announcement, Queue, Route};
 use kgym_sched::sqlite::{SchedulerOptions, SqliteScheduler};
@@ -50,6 +50,167 @@ async fn the_scheduler_and_worker_suites_pass_with_announcements_on_rabbitmq() {
     assert_eq!(h.max_attempts, MAX_ATTEMPTS);
     conformance::scheduler::run_all(&h).await;
     conformance::workers::run_all(&h).await;
+}
+
+/// Workers on RabbitMQ too: the worker-backend suite (then the
+/// scheduler suite, whose worker listings it drives) through
+/// `AmqpWorkerBackend`, which consumes the announcement queues itself and
+/// asks the scheduler's `RpcServer` for claims, heartbeats and reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_and_scheduler_suites_pass_with_workers_on_rabbitmq() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = Broker::start() else { return };
+    let sched = scheduler_on(AmqpQueue::connect(&broker.uri(), "kgym").await.unwrap()).await;
+    let server = RpcServer::start(&broker.uri(), "kgym", sched.clone()).await.unwrap();
+    let backend = AmqpWorkerBackend::connect(&broker.uri(), "kgym").await.unwrap();
+    let h = Harness { workers: Arc::new(backend.clone()), ..Harness::embedded(&sched) };
+    conformance::workers::run_all(&h).await;
+    conformance::scheduler::run_all(&h).await;
+    backend.close().await;
+    server.stop().await;
+}
+
+/// A worker on RabbitMQ holds the announcement of its running stage
+/// unacked: the broker gives it back the moment the worker's connection
+/// dies, and it leaves the queue only once the scheduler recorded the
+/// stage's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_stage_keeps_its_announcement_until_the_result_is_recorded() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = Broker::start() else { return };
+    // A lease longer than the broker's tools take to answer (a re-announced
+    // expired stage would be a second message).
+    let options = SchedulerOptions::default().lease_ttl(Duration::from_secs(5));
+    let queue = Arc::new(AmqpQueue::connect(&broker.uri(), "kgym").await.unwrap());
+    let sched = SqliteScheduler::builder().options(options).queue(queue).build().await.unwrap();
+    let server = RpcServer::start(&broker.uri(), "kgym", sched.clone()).await.unwrap();
+    let kind = StageKind::new("held").unwrap();
+    let queue = "kgym.stage.held";
+    let req = |host: &str| ClaimRequest {
+        kind: kind.clone(),
+        worker: format!("{host}/held-0"),
+        host: host.into(),
+        wait: Duration::from_secs(10),
+    };
+    // Ready (not delivered) messages, as the broker counts them.
+    let conn = lapin::Connection::connect(&broker.uri(), Default::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let ready = || async {
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        ch.queue_declare(queue.into(), passive, Default::default()).await.unwrap().message_count()
+    };
+    let held_in_broker = || broker.queues().into_iter().find(|(q, _)| q == queue).map_or(0, |(_, n)| n);
+
+    let a = AmqpWorkerBackend::connect(&broker.uri(), "kgym").await.unwrap();
+    a.register(&WorkerInfo::new("held-a", vec![(kind.clone(), 1)])).await.unwrap();
+    let id = sched.submit(JobSpec::new().stage(kind.clone(), &serde_json::json!({}))).await.unwrap();
+    let first = a.claim(&req("held-a")).await.unwrap().expect("worker a gets the stage");
+    assert_eq!((first.lease.job, first.attempt), (id, 1));
+    assert_eq!((ready().await, held_in_broker()), (0, 1), "the running stage's announcement is held, unacked");
+
+    // Worker a dies: the broker has the announcement ready again at once.
+    a.close().await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while ready().await != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the dead worker's announcement back on its queue");
+
+    // Worker b gets the stage once a's lease is over (the lease decides,
+    // not the redelivery): the second hand-out.
+    let b = AmqpWorkerBackend::connect(&broker.uri(), "kgym").await.unwrap();
+    b.register(&WorkerInfo::new("held-b", vec![(kind.clone(), 1)])).await.unwrap();
+    let second = b.claim(&req("held-b")).await.unwrap().expect("worker b gets the stage");
+    assert_eq!((second.lease.job, second.attempt), (id, 2));
+    assert_eq!(sched.heartbeat(&first.lease).await.unwrap(), kgym_sched::worker_api::LeaseStatus::Lost);
+    assert_eq!(held_in_broker(), 1, "held while b runs it");
+    let ack = b.report(&second.lease, StageOutcome::Success(serde_json::json!(null))).await.unwrap();
+    assert_eq!(ack, kgym_sched::worker_api::ReportAck::Recorded);
+    assert!(sched.get(id).await.unwrap().succeeded());
+    assert_eq!((ready().await, held_in_broker()), (0, 0), "acked once the result was recorded");
+    b.close().await;
+    server.stop().await;
+}
+
+/// A worker that waits for its stage to be cancelled, saying when it
+/// started and when it heard.
+#[derive(Debug)]
+struct Waits {
+    kind: StageKind,
+    events: tokio::sync::mpsc::UnboundedSender<(&'static str, kgym_core::JobId, std::time::Instant)>,
+}
+
+impl kgym_core::StageSchema for Waits {
+    fn kind(&self) -> StageKind {
+        self.kind.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl kgym_core::Worker for Waits {
+    async fn run(&self, ctx: kgym_core::StageContext) -> Result<serde_json::Value, kgym_core::StageFailure> {
+        let _ = self.events.send(("started", ctx.job, std::time::Instant::now()));
+        ctx.cancel.cancelled().await;
+        let _ = self.events.send(("cancelled", ctx.job, std::time::Instant::now()));
+        Err(kgym_core::StageFailure::cancelled())
+    }
+}
+
+/// The control queue: an abort reaches a worker on RabbitMQ at once, not
+/// at its next heartbeat (10 s away here), and a worker asked to hand a
+/// stage back does so without using an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborts_and_hand_backs_reach_the_worker_before_its_heartbeat() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = Broker::start() else { return };
+    let options = SchedulerOptions::default().lease_ttl(Duration::from_secs(30));
+    let queue = Arc::new(AmqpQueue::connect(&broker.uri(), "kgym").await.unwrap());
+    let sched = SqliteScheduler::builder().options(options).queue(queue).build().await.unwrap();
+    let server = RpcServer::start(&broker.uri(), "kgym", sched.clone()).await.unwrap();
+    let backend = AmqpWorkerBackend::connect(&broker.uri(), "kgym").await.unwrap();
+    let kind = StageKind::new("signalled").unwrap();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    // Heartbeats every 10 s (a third of the lease): what the signal beats.
+    let runtime = kgym_sched::runtime::WorkerRuntime::builder(Arc::new(backend.clone()))
+        .options(
+            kgym_sched::runtime::RuntimeOptions::default().host("signalled-host").heartbeat(Duration::from_secs(10)),
+        )
+        .worker(Arc::new(Waits { kind: kind.clone(), events: tx }), 1)
+        .start()
+        .await
+        .unwrap();
+    let mut next = async || tokio::time::timeout(Duration::from_secs(20), events.recv()).await.unwrap().unwrap();
+    let spec = || JobSpec::new().stage(kind.clone(), &serde_json::json!({}));
+
+    let id = sched.submit(spec()).await.unwrap();
+    let (what, job, _) = next().await;
+    assert_eq!((what, job), ("started", id));
+    let asked = std::time::Instant::now();
+    sched.abort(id).await.unwrap();
+    let (what, job, heard) = next().await;
+    assert_eq!((what, job), ("cancelled", id));
+    let took = heard - asked;
+    assert!(took < Duration::from_secs(5), "the abort took {took:?}: it waited for a heartbeat");
+
+    let id = sched.submit(spec()).await.unwrap();
+    assert_eq!(next().await.0, "started");
+    assert!(sched.hand_back(id).await.unwrap(), "a running stage to hand back");
+    let (what, job, _) = next().await;
+    assert_eq!((what, job), ("cancelled", id));
+    // Handed back, then claimed again (the one worker): still attempt 1.
+    let (what, job, _) = next().await;
+    assert_eq!((what, job), ("started", id));
+    assert_eq!(runtime.yielded(), 1);
+    let lines: Vec<String> = sched.all_logs(id).await.unwrap().into_iter().map(|l| l.line).collect();
+    let handed = lines.iter().filter(|l| l.contains("handed to") && l.ends_with("(attempt 1)")).count();
+    assert_eq!(handed, 2, "{lines:?}");
+    assert!(!sched.hand_back(JobId::new(999)).await.is_ok_and(|sent| sent), "no such job, nothing sent");
+    sched.abort(id).await.unwrap();
+    runtime.shutdown().await;
+    backend.close().await;
+    server.stop().await;
 }
 
 #[tokio::test]

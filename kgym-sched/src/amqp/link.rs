@@ -56,6 +56,11 @@ impl Link {
         Ok(Arc::new(conn))
     }
 
+    /// The broker's URI (with its password: redact before showing it).
+    pub(crate) fn uri(&self) -> &str {
+        &self.uri
+    }
+
     pub(crate) fn error(&self, op: &'static str, e: &lapin::Error) -> Error {
         Error::Amqp { op, broker: redact(&self.uri), message: e.to_string() }
     }

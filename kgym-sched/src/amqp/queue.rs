@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 
 use super::link::Link;
 use crate::error::{Error, Result};
-use crate::queue::{Acker, Announcement, Consumer, Delivery, Queue, Route};
+use crate::queue::{Acker, Announcement, Consumer, Delivery, Queue, Route, WorkerSignal};
 
 /// Longest a publish waits for the broker (a connection being reopened
 /// included) before it fails; the scheduler then keeps the announcement
@@ -56,11 +56,7 @@ impl AmqpQueue {
     /// queue names start with `prefix` (e.g. `kgym`), so several gyms can
     /// share a broker.
     pub async fn connect(uri: &str, prefix: &str) -> Result<Self> {
-        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-            return Err(Error::bad_request(format!(
-                "AMQP queue prefix {prefix:?} must be letters, digits, '.', '_' or '-'"
-            )));
-        }
+        super::check_prefix(prefix)?;
         let link = Link::connect(uri, &format!("kgym {prefix} queue")).await?;
         Ok(Self { inner: Arc::new(Inner { link, prefix: prefix.to_owned(), publisher: Mutex::new(None) }) })
     }
@@ -138,6 +134,46 @@ impl Queue for AmqpQueue {
         }
     }
 
+    async fn signal(&self, signal: &WorkerSignal) -> Result<()> {
+        let name = control_queue(&self.inner.prefix, &signal.host);
+        let body = serde_json::to_vec(signal).map_err(|e| Error::bad_request(format!("signal: {e}")))?;
+        let link = &self.inner.link;
+        let sent = tokio::time::timeout(PUBLISH_TIMEOUT, async {
+            let mut publisher = self.inner.publisher.lock().await;
+            if publisher.as_ref().is_none_or(|(ch, _)| !ch.status().connected()) {
+                let ch = link.channel().await?;
+                ch.confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(|e| link.error("confirm_select", &e))?;
+                *publisher = Some((ch, HashSet::new()));
+            }
+            let Some((ch, _)) = publisher.as_ref() else { unreachable!("set above") };
+            // Not mandatory: a worker that is gone has no queue, and then
+            // there is nobody to tell.
+            ch.basic_publish(
+                "".into(),
+                name.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_content_type("application/json".into()),
+            )
+            .await
+            .map_err(|e| link.error("signal a worker", &e))?
+            .await
+            .map_err(|e| link.error("signal a worker", &e))?;
+            Ok::<(), Error>(())
+        })
+        .await;
+        match sent {
+            Ok(r) => r,
+            Err(_) => Err(Error::Amqp {
+                op: "signal a worker",
+                broker: super::link::redact(link.uri()),
+                message: format!("no broker confirm within {PUBLISH_TIMEOUT:?}"),
+            }),
+        }
+    }
+
     async fn consume(&self, route: &Route) -> Result<Box<dyn Consumer>> {
         let mut consumer = AmqpConsumer {
             link: Arc::clone(&self.inner.link),
@@ -151,7 +187,7 @@ impl Queue for AmqpQueue {
 }
 
 /// Declares the durable queue `name`, dead-lettering into `dead`.
-async fn declare(link: &Link, ch: &Channel, name: &str, dead: &str) -> Result<()> {
+pub(super) async fn declare(link: &Link, ch: &Channel, name: &str, dead: &str) -> Result<()> {
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
     ch.queue_declare(dead.into(), durable, FieldTable::default()).await.map_err(|e| link.error("declare", &e))?;
     let mut args = FieldTable::default();
@@ -161,9 +197,21 @@ async fn declare(link: &Link, ch: &Channel, name: &str, dead: &str) -> Result<()
     Ok(())
 }
 
+/// The control queue of the worker process on `host` (see
+/// [`crate::queue::WorkerSignal`]): readable while it fits, else by hash.
+pub(super) fn control_queue(prefix: &str, host: &str) -> String {
+    let readable = format!("{prefix}.worker.{host}");
+    if readable.len() <= MAX_QUEUE_NAME { readable } else { format!("{prefix}.worker.host-{:016x}", fnv(host)) }
+}
+
+/// FNV-1a: stable across processes and versions (the std hasher is not).
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
 /// The queue name of `route` under `prefix`: readable while it fits
 /// RabbitMQ's 255 bytes, else the label set by its hash.
-fn queue_name(prefix: &str, route: &Route) -> String {
+pub(super) fn queue_name(prefix: &str, route: &Route) -> String {
     let base = format!("{prefix}.stage.{}", route.kind);
     if route.labels.is_empty() {
         return base;
@@ -173,9 +221,7 @@ fn queue_name(prefix: &str, route: &Route) -> String {
     if readable.len() <= MAX_QUEUE_NAME {
         return readable;
     }
-    // FNV-1a: stable across processes and versions (the std hasher is not).
-    let hash = labels.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    format!("{base}.labels-{hash:016x}")
+    format!("{base}.labels-{:016x}", fnv(&labels))
 }
 
 fn queue_error(op: &'static str, ann: &Announcement, message: &str) -> Error {

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use memory::InProcessQueue;
 
 use crate::error::Result;
+use crate::worker_api::Lease;
 
 /// "Stage `stage` (of kind `kind`) of job `job` is ready to be claimed."
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,6 +106,39 @@ pub trait Queue: Send + Sync + fmt::Debug + 'static {
     /// Opens a consumer of `route`'s queue. Consumers of one route compete:
     /// each announcement goes to one of them.
     async fn consume(&self, route: &Route) -> Result<Box<dyn Consumer>>;
+
+    /// Tells the worker process on `signal.host` about one of its stages
+    /// ahead of its next heartbeat, where the transport reaches workers
+    /// (AMQP: the worker's control queue). Best effort: the heartbeat
+    /// still decides. The default does nothing (the in-process queue: the
+    /// embedded workers' heartbeats are cheap).
+    async fn signal(&self, signal: &WorkerSignal) -> Result<()> {
+        let _ = signal;
+        Ok(())
+    }
+}
+
+/// A word from the scheduler to the worker holding a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSignal {
+    /// The worker process's host.
+    pub host: String,
+    /// The stage's lease.
+    pub lease: Lease,
+    /// What the worker should do.
+    pub action: SignalAction,
+}
+
+/// What a [`WorkerSignal`] asks of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalAction {
+    /// The lease changed (the job was aborted): heartbeat now to learn how
+    /// (and stop the stage).
+    Check,
+    /// Hand the stage back (it goes to another worker without using an
+    /// attempt): the worker is being drained.
+    HandBack,
 }
 
 /// Receives the announcements of one queue.

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::Slot;
 use super::logs::{ChannelSink, flush_loop};
 use crate::error::Error;
+use crate::queue::SignalAction;
 use crate::worker_api::{Claim, LeaseStatus, StageOutcome};
 
 /// Why a running stage was cancelled.
@@ -76,6 +77,10 @@ async fn run_in_span(slot: &Slot, claim: Claim) {
     let mut stop: Option<Stop> = None;
     let mut deadline: Option<Instant> = None;
     let mut beating = true;
+    // A word from the scheduler between heartbeats (transports that reach
+    // workers: an abort is heard at once, not a third of a lease later).
+    let mut signal = slot.backend.signalled(&lease);
+    let mut listening = true;
 
     let joined = loop {
         let grace_over = async {
@@ -112,6 +117,20 @@ async fn run_in_span(slot: &Slot, claim: Claim) {
                     }
                 }
             }
+            action = &mut signal, if listening => {
+                listening = false;
+                match action {
+                    // The heartbeat (now) says what changed.
+                    SignalAction::Check => beat.reset_immediately(),
+                    SignalAction::HandBack if stop.is_none() => {
+                        stop = Some(Stop::Shutdown);
+                        sink.line("the scheduler asked for the stage back: cancelling it to hand it back");
+                        cancel.cancel();
+                        deadline = Some(Instant::now() + slot.grace);
+                    }
+                    SignalAction::HandBack => {}
+                }
+            }
             _ = slot.shutdown.cancelled(), if stop.is_none() => {
                 stop = Some(Stop::Shutdown);
                 sink.line("worker shutting down: cancelling the stage to hand it back");
@@ -125,6 +144,7 @@ async fn run_in_span(slot: &Slot, claim: Claim) {
         }
     };
 
+    drop(signal);
     let outcome: Result<serde_json::Value, StageFailure> = match joined {
         Ok(r) => r,
         Err(e) if e.is_panic() => {

@@ -7,6 +7,7 @@ use tokio::sync::broadcast;
 
 use super::SqliteScheduler;
 use crate::error::{Error, Result};
+use crate::queue::{SignalAction, WorkerSignal};
 use crate::scheduler::{EventStream, Scheduler};
 use crate::store;
 use crate::types::{
@@ -73,7 +74,12 @@ impl Scheduler for SqliteScheduler {
     }
 
     async fn abort(&self, id: JobId) -> Result<Job> {
-        self.transition(move |c| Ok(((), store::jobs::abort(c, id, store::now_us())?))).await?;
+        let holder = self.transition(move |c| store::jobs::abort(c, id, store::now_us())).await?;
+        if let Some((host, lease)) = holder {
+            // The holder's heartbeat would learn it too, a third of a
+            // lease later.
+            self.signal(WorkerSignal { host, lease, action: SignalAction::Check }).await;
+        }
         self.get(id).await
     }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::events::EventHub;
 use crate::error::{Error, Result};
-use crate::queue::{Announcement, Consumer, InProcessQueue, Queue, Route};
+use crate::queue::{Announcement, Consumer, InProcessQueue, Queue, Route, SignalAction, WorkerSignal};
 use crate::registry::StageRegistry;
 use crate::store::{self, Store, jobs::Effects};
 
@@ -303,6 +303,24 @@ impl SqliteScheduler {
             tracing::warn!(job = %ann.job, stage = %ann.stage, error = %e, "announcement kept to publish again");
             self.inner.unpublished.lock().unwrap_or_else(|p| p.into_inner()).push(ann);
         }
+    }
+
+    /// Sends `signal` through the queue's transport (best effort: the
+    /// holder's heartbeat learns the same a little later).
+    pub(crate) async fn signal(&self, signal: WorkerSignal) {
+        if let Err(e) = self.inner.queue.signal(&signal).await {
+            tracing::info!(host = %signal.host, job = %signal.lease.job, error = %e, "worker not signalled; its heartbeat will tell");
+        }
+    }
+
+    /// Asks the worker running job `id`'s stage to hand it back (it goes
+    /// back on its queue, to another worker, without using an attempt):
+    /// for draining a worker. Needs a transport that reaches workers (the
+    /// AMQP queue); `false` when the job has no running stage.
+    pub async fn hand_back(&self, id: JobId) -> Result<bool> {
+        let Some((host, lease)) = self.read(move |c| store::jobs::holder(c, id)).await? else { return Ok(false) };
+        self.signal(WorkerSignal { host, lease, action: SignalAction::HandBack }).await;
+        Ok(true)
     }
 
     /// Publishes the announcements kept by [`publish_or_keep`](Self::publish_or_keep).

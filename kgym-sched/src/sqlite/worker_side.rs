@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 
 use super::SqliteScheduler;
 use crate::error::{Error, Result};
-use crate::queue::{Delivery, Route};
+use crate::queue::{Announcement, Delivery, Route};
 use crate::store::{self, logs::LogLine};
 use crate::types::JobEvent;
 use crate::worker_api::{Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, StageOutcome, WorkerBackend, WorkerInfo};
@@ -15,21 +15,39 @@ use crate::worker_api::{Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, Stag
 pub(crate) const MAX_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl SqliteScheduler {
+    /// Claims the stage `ann` announces for `worker` on `host`, if it is
+    /// still ready (`None` when the announcement is stale: the stage was
+    /// claimed, aborted or finished meanwhile). For transports whose
+    /// workers consume the announcement queues themselves
+    /// ([`crate::amqp::AmqpWorkerBackend`]): the claim is a sign of life of
+    /// the worker, as [`WorkerBackend::claim`] is.
+    pub async fn claim_announcement(&self, ann: &Announcement, worker: &str, host: &str) -> Result<Option<Claim>> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let host2 = host.to_owned();
+        self.inner.store.run(move |c| store::workers::seen(c, &host2, store::now_us()).map(drop)).await?;
+        self.claim_now(ann.clone(), worker, host).await
+    }
+
+    /// The claim transaction on the stage `ann` names.
+    async fn claim_now(&self, ann: Announcement, worker: &str, host: &str) -> Result<Option<Claim>> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let (worker, host, ttl) = (worker.to_owned(), host.to_owned(), self.inner.options.lease_ttl);
+        self.transition(move |c| {
+            Ok(match store::jobs::claim(c, &ann, &worker, &host, &token, ttl, store::now_us())? {
+                Some((claim, effects)) => (Some(claim), effects),
+                None => (None, Default::default()),
+            })
+        })
+        .await
+    }
+
     /// Turns a delivery into a claim (or `None` when it was stale). The
     /// delivery is acked once the claim is committed, or when it is stale;
     /// nacked (requeued) when the database failed.
     async fn claim_delivery(&self, delivery: Delivery, req: &ClaimRequest) -> Result<Option<Claim>> {
-        let ann = delivery.announcement.clone();
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let (worker, host, ttl) = (req.worker.clone(), req.host.clone(), self.inner.options.lease_ttl);
-        let claimed = self
-            .transition(move |c| {
-                Ok(match store::jobs::claim(c, &ann, &worker, &host, &token, ttl, store::now_us())? {
-                    Some((claim, effects)) => (Some(claim), effects),
-                    None => (None, Default::default()),
-                })
-            })
-            .await;
+        let claimed = self.claim_now(delivery.announcement.clone(), &req.worker, &req.host).await;
         match claimed {
             Ok(claim) => {
                 if let Err(e) = delivery.ack().await {

@@ -42,6 +42,16 @@ struct Row {
 }
 
 impl Row {
+    /// The host and lease of the worker running the current stage.
+    fn holder(&self) -> Option<(String, Lease)> {
+        match (&self.host, &self.lease_token) {
+            (Some(host), Some(token)) if self.status == JobStatus::InProgress => {
+                Some((host.clone(), Lease { job: self.id, stage: StageIndex(self.cursor), token: token.clone() }))
+            }
+            _ => None,
+        }
+    }
+
     /// The kind of stage `stage`; a stage past the end is a corrupt row,
     /// never quietly another kind.
     fn kind_at(&self, stage: u32) -> Result<StageKind> {
@@ -519,8 +529,14 @@ pub(crate) fn queued(conn: &Connection) -> Result<Vec<Announcement>> {
         .collect())
 }
 
-/// Stops a job that has not ended.
-pub(crate) fn abort(conn: &mut Connection, id: JobId, now: i64) -> Result<Effects> {
+/// The host and lease of the worker running job `id`'s stage, if one is.
+pub(crate) fn holder(conn: &Connection, id: JobId) -> Result<Option<(String, Lease)>> {
+    Ok(read_row(conn, id)?.holder())
+}
+
+/// Stops a job that has not ended: aborts job `id`; returns the lease of the stage it was running, and
+/// the holder's host, so the holder can be told at once.
+pub(crate) fn abort(conn: &mut Connection, id: JobId, now: i64) -> Result<(Option<(String, Lease)>, Effects)> {
     let tx = begin(conn, "abort a job")?;
     let row = read_row(&tx, id)?;
     if row.status.is_terminal() {
@@ -546,11 +562,13 @@ pub(crate) fn abort(conn: &mut Connection, id: JobId, now: i64) -> Result<Effect
     };
     let log = log_both(&tx, id, now, &LogLine::new(&line))?;
     tx.commit().map_err(Error::db("abort a job"))?;
-    Ok(Effects {
+    let holder = row.holder();
+    let effects = Effects {
         status: Some(status_event(id, JobStatus::Aborted, row.cursor, None, now)),
         logs: vec![log],
         announce: None,
-    })
+    };
+    Ok((holder, effects))
 }
 
 /// Checks that job `id` may run again from `from` with `stages`, and
