@@ -9,7 +9,9 @@
 //! - remote workers: jobs submitted in-process, no-op workers talking the
 //!   worker protocol over HTTP;
 //! - with `--features amqp`: the same with the announcements on a real
-//!   RabbitMQ the bench starts (`rabbitmq-server` installed).
+//!   RabbitMQ the bench starts (`rabbitmq-server` installed), then with
+//!   the workers on RabbitMQ too (they consume the queues and send claims
+//!   and reports as requests through the broker).
 //!
 //! A "stage" is claimed (one transaction) and reported (one transaction);
 //! submitting is one more. Stages/s counts finished stages.
@@ -153,6 +155,27 @@ async fn remote_workers_amqp(uri: &str) -> Row {
     remote_workers("remote workers over HTTP, RabbitMQ queues", Some(Arc::new(queue))).await
 }
 
+/// Workers on RabbitMQ too: announcements consumed by the workers
+/// themselves, claims and reports as requests on the broker answered by
+/// the scheduler's `RpcServer` (nothing over HTTP).
+#[cfg(feature = "amqp")]
+async fn amqp_workers(uri: &str) -> Row {
+    use kgym::sched::amqp::{AmqpQueue, AmqpWorkerBackend, RpcServer};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let queue = AmqpQueue::connect(uri, "bench-workers").await.expect("broker");
+    let gym = gym(dir.path()).queue(Arc::new(queue)).start().await.expect("gym");
+    let server = RpcServer::start(uri, "bench-workers", gym.sqlite().clone()).await.expect("rpc server");
+    let backend = AmqpWorkerBackend::connect(uri, "bench-workers").await.expect("worker backend");
+    let rt =
+        WorkerRuntime::builder(Arc::new(backend.clone())).worker(Arc::new(Noop), SLOTS).start().await.expect("runtime");
+    let row = run_jobs("workers on RabbitMQ (queues + RPC)", gym.scheduler(), JOBS).await;
+    rt.shutdown().await;
+    backend.close().await;
+    server.stop().await;
+    gym.shutdown().await;
+    row
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let mut rows = vec![raw_sqlite(JOBS * (1 + 2 * STAGES))];
@@ -162,6 +185,7 @@ fn main() {
     #[cfg(feature = "amqp")]
     if let Some(broker) = kgym_testkit::rabbitmq::Broker::start() {
         rows.push(rt.block_on(remote_workers_amqp(&broker.uri())));
+        rows.push(rt.block_on(amqp_workers(&broker.uri())));
     }
     let base = rows[0].transitions as f64 / rows[0].secs;
     println!();

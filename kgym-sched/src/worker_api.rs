@@ -171,6 +171,24 @@ pub trait WorkerBackend: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// Runs `claim` (a claim of an announcement taken off a queue) to its end
+/// in a task, so the work finishes even if the claimer goes away meanwhile:
+/// a claim nobody received is handed back through `backend` at once.
+pub(crate) async fn finish_claim<B: WorkerBackend>(
+    backend: B,
+    claim: impl std::future::Future<Output = Result<Option<Claim>>> + Send + 'static,
+) -> Result<Option<Claim>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Err(Ok(Some(orphan))) = tx.send(claim.await)
+            && let Err(e) = backend.yield_stage(&orphan.lease).await
+        {
+            tracing::warn!(error = %e, "failed to hand back an unreceived claim");
+        }
+    });
+    rx.await.unwrap_or(Err(crate::error::Error::ShuttingDown))
+}
+
 /// Serde adapter: a `Duration` as integer milliseconds.
 pub(crate) mod millis {
     use std::time::Duration;

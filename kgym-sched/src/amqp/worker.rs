@@ -21,7 +21,9 @@ use super::queue::{control_queue, declare, queue_name};
 use super::rpc::{Request, RpcClient};
 use crate::error::{Error, Result};
 use crate::queue::{Announcement, Route, SignalAction, WorkerSignal};
-use crate::worker_api::{Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, StageOutcome, WorkerBackend, WorkerInfo};
+use crate::worker_api::{
+    Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, StageOutcome, WorkerBackend, WorkerInfo, finish_claim,
+};
 
 /// How long a claim's cancelled consumers are drained for deliveries
 /// that crossed the cancel.
@@ -407,24 +409,12 @@ impl WorkerBackend for AmqpWorkerBackend {
                     None => continue,
                 }
             };
-            // From here the claim must finish even if our caller goes
-            // away: a task does it, and hands back a claim nobody took.
-            let (tx, rx) = oneshot::channel();
             let (this, req2) = (self.clone(), req.clone());
-            tokio::spawn(async move {
-                let res = this.claim_delivery(delivery, &req2).await;
-                if let Err(Ok(Some(orphan))) = tx.send(res)
-                    && let Err(e) = this.yield_stage(&orphan.lease).await
-                {
-                    tracing::warn!(error = %e, "failed to hand back an unreceived claim");
-                }
-            });
-            match rx.await {
-                Ok(Ok(Some(claim))) => return Ok(Some(claim)),
-                Ok(Ok(None)) if tokio::time::Instant::now() < deadline => continue, // stale
-                Ok(Ok(None)) => return Ok(None),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(Error::ShuttingDown),
+            let claimed = finish_claim(self.clone(), async move { this.claim_delivery(delivery, &req2).await });
+            match claimed.await? {
+                Some(claim) => return Ok(Some(claim)),
+                None if tokio::time::Instant::now() < deadline => continue, // stale
+                None => return Ok(None),
             }
         }
     }

@@ -2,14 +2,15 @@
 
 use async_trait::async_trait;
 use kgym_core::StageKind;
-use tokio::sync::oneshot;
 
 use super::SqliteScheduler;
 use crate::error::{Error, Result};
 use crate::queue::{Announcement, Delivery, Route};
 use crate::store::{self, logs::LogLine};
 use crate::types::JobEvent;
-use crate::worker_api::{Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, StageOutcome, WorkerBackend, WorkerInfo};
+use crate::worker_api::{
+    Claim, ClaimRequest, Lease, LeaseStatus, ReportAck, StageOutcome, WorkerBackend, WorkerInfo, finish_claim,
+};
 
 /// Longest a claim may wait for a stage.
 pub(crate) const MAX_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -25,9 +26,24 @@ impl SqliteScheduler {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let host2 = host.to_owned();
-        self.inner.store.run(move |c| store::workers::seen(c, &host2, store::now_us()).map(drop)).await?;
+        self.seen(host).await?;
         self.claim_now(ann.clone(), worker, host).await
+    }
+
+    /// A claim from `host`: a sign of life of a registered worker (its
+    /// kinds stay accepted; claiming a kind does not make it accepted),
+    /// recorded to within a hundredth of the worker TTL. Returns the labels
+    /// it registered.
+    async fn seen(&self, host: &str) -> Result<kgym_core::Labels> {
+        let host = host.to_owned();
+        let resolution = i64::try_from(self.inner.options.worker_ttl.as_micros() / 100).unwrap_or(i64::MAX);
+        self.inner
+            .store
+            .run(move |c| {
+                let now = store::now_us();
+                store::workers::seen(c, &host, now, now.saturating_sub(resolution))
+            })
+            .await
     }
 
     /// The claim transaction on the stage `ann` names.
@@ -103,10 +119,7 @@ impl WorkerBackend for SqliteScheduler {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        // A claim is a sign of life of a registered worker (its kinds stay
-        // accepted); claiming a kind does not make it accepted.
-        let host = req.host.clone();
-        let labels = self.inner.store.run(move |c| store::workers::seen(c, &host, store::now_us())).await?;
+        let labels = self.seen(&req.host).await?;
         // The worker's pool: the queues of every label set it satisfies.
         let mut consumers = Vec::new();
         for subset in crate::labels::subsets(&labels) {
@@ -127,25 +140,11 @@ impl WorkerBackend for SqliteScheduler {
                 Ok((d, _, _)) => d?,
                 Err(_) => return Ok(None),
             };
-            // From here on the work must finish even if our caller goes
-            // away: it runs in a task, and a claim nobody receives is
-            // handed back at once.
-            let (tx, rx) = oneshot::channel();
-            let this = self.clone();
-            let req2 = req.clone();
-            tokio::spawn(async move {
-                let res = this.claim_delivery(delivery, &req2).await;
-                if let Err(Ok(Some(orphan))) = tx.send(res)
-                    && let Err(e) = this.yield_stage(&orphan.lease).await
-                {
-                    tracing::warn!(error = %e, "failed to hand back an unreceived claim");
-                }
-            });
-            match rx.await {
-                Ok(Ok(Some(claim))) => return Ok(Some(claim)),
-                Ok(Ok(None)) => continue, // stale announcement
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(Error::ShuttingDown),
+            let (this, req2) = (self.clone(), req.clone());
+            let claimed = finish_claim(self.clone(), async move { this.claim_delivery(delivery, &req2).await });
+            match claimed.await? {
+                Some(claim) => return Ok(Some(claim)),
+                None => continue, // stale announcement
             }
         }
     }

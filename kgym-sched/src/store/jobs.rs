@@ -232,8 +232,9 @@ pub(crate) fn claim(
 ) -> Result<Option<(Claim, Effects)>> {
     let expires = now + lease_ttl.as_micros() as i64;
     let tx = begin(conn, "claim a stage")?;
-    let changed = tx
-        .exec(
+    // The row as written (no second read of it).
+    let claimed = tx
+        .row(
             "UPDATE jobs SET status = 'in_progress', worker = ?1, host = ?2, lease_token = ?3,
                  lease_expires_us = ?4, stage_started_us = ?5, attempts = attempts + 1, modified_us = ?5
              WHERE id = ?6 AND cursor = ?7 AND status IN ('pending', 'waiting')
@@ -242,26 +243,27 @@ pub(crate) fn claim(
                  SELECT 1 FROM json_each(stages, '$[' || cursor || '].labels') AS wanted
                   WHERE NOT EXISTS (
                     SELECT 1 FROM workers, json_each(workers.labels) AS has
-                     WHERE workers.host = ?2 AND has.key = wanted.key AND has.value = wanted.value))",
+                     WHERE workers.host = ?2 AND has.key = wanted.key AND has.value = wanted.value))
+             RETURNING stages, attempts",
             params![worker, host, token, expires, now, raw(ann.job), ann.stage.0, ann.kind.as_str()],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)),
         )
+        .optional()
         .map_err(Error::db("claim a stage"))?;
-    if changed == 0 {
-        return Ok(None);
-    }
-    let row = read_row(&tx, ann.job)?;
+    let Some((stages, attempts)) = claimed else { return Ok(None) };
+    let stages = decode_stages(ann.job, &stages)?;
     let previous = read_results(&tx, ann.job)?;
     let tags = read_tags(&tx, ann.job)?;
-    let line = format!("stage {} ({}) handed to {worker} (attempt {})", ann.stage, ann.kind, row.attempts);
+    let line = format!("stage {} ({}) handed to {worker} (attempt {attempts})", ann.stage, ann.kind);
     let log = log_both(&tx, ann.job, now, &LogLine::new(&line).stage(ann.stage, &ann.kind).worker(worker, host))?;
     tx.commit().map_err(Error::db("claim a stage"))?;
     let claim = Claim {
         lease: Lease { job: ann.job, stage: ann.stage, token: token.to_owned() },
         kind: ann.kind.clone(),
-        stages: row.stages,
+        stages,
         previous,
         tags,
-        attempt: row.attempts,
+        attempt: attempts,
         lease_ttl,
     };
     let effects = Effects {

@@ -4,10 +4,10 @@
 //! matches the filters and the order (skipping inside the index, or
 //! seeking to the page's cursor), then the rows of just those ids. Jobs
 //! in submission order are in job-id order; by modification, in
-//! (modified time, id) order. Totals come from the counters migration
-//! 0003 keeps; inside a time window, from the hour counters of migration
-//! 0004 (see [`window`]), except with a tag filter too, which is counted
-//! (a cost in proportion to the jobs inside the window).
+//! (modified time, id) order. Totals come from the counters migrations
+//! 0003 and 0005 keep; inside a time window, from the hour counters of
+//! migration 0004 (see [`window`]), except with a tag filter too, which is
+//! counted (a cost in proportion to the jobs inside the window).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -218,7 +218,7 @@ impl<'q> Listing<'q> {
             (Some((k, v)), status) => tag_count(conn, k, v, status),
             (None, Some(s)) => status_count(conn, s),
             (None, None) => conn
-                .query_row("SELECT COALESCE(SUM(n), 0) FROM job_counts", [], |r| r.get::<_, i64>(0))
+                .query_row("SELECT COALESCE(SUM(n), 0) FROM counters WHERE name = 'status'", [], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
                 .map_err(Error::db("count jobs")),
         }
@@ -227,7 +227,7 @@ impl<'q> Listing<'q> {
 
 /// Jobs in `status`, from the counters.
 fn status_count(conn: &Connection, status: &str) -> Result<u64> {
-    conn.prepare_cached("SELECT n FROM job_counts WHERE status = ?1")
+    conn.prepare_cached("SELECT n FROM counters WHERE name = 'status' AND key = ?1")
         .and_then(|mut s| s.query_row([status], |r| r.get::<_, i64>(0)).optional())
         .map(|n| n.unwrap_or(0).max(0) as u64)
         .map_err(Error::db("count jobs"))
@@ -386,7 +386,7 @@ fn counted(conn: &Connection, listing: &Listing<'_>) -> Result<Vec<(String, u64)
             Some((k, None)) => {
                 ("SELECT status, n FROM tag_key_counts WHERE key = ?".to_owned(), vec![Value::Text(k.to_owned())])
             }
-            None => ("SELECT status, n FROM job_counts".to_owned(), vec![]),
+            None => ("SELECT key, n FROM counters WHERE name = 'status'".to_owned(), vec![]),
         }
     };
     let mut stmt = conn.prepare_cached(&sql).map_err(Error::db("count jobs"))?;

@@ -161,7 +161,7 @@ fn add_window(f: &mut Filter, from: Option<DateTime<Utc>>, to: Option<DateTime<U
     f.add_opt("time_us <= ?", to.map(|t| t.timestamp_micros()));
 }
 
-/// A count kept by the triggers of migrations 0003 and 0004 (0 when there
+/// A count kept by the triggers of migrations 0003 to 0005 (0 when there
 /// is no row).
 fn counter<const N: usize>(conn: &Connection, sql: &str, args: [rusqlite::types::Value; N]) -> Result<u64> {
     conn.prepare_cached(sql)
@@ -206,7 +206,7 @@ pub(crate) fn query_logs(conn: &Connection, q: &LogQuery) -> Result<Page<JobLogE
     let total = match (q.job, q.from.or(q.to)) {
         // One job's lines, from the counters (a chatty stage logs many).
         (Some(job), None) => counter(conn, "SELECT n FROM job_log_counts WHERE job_id = ?1", [raw(job).into()])?,
-        (None, None) => counter(conn, "SELECT n FROM log_totals WHERE log = 'job'", [])?,
+        (None, None) => counter(conn, "SELECT n FROM counters WHERE name = 'log' AND key = 'job'", [])?,
         _ => count(conn, "job_log", &f, "read a job log")?,
     };
     f.add_opt(&format!("seq {cmp} ?"), after);
@@ -238,11 +238,11 @@ pub(crate) fn query_sys_log(conn: &Connection, q: &SystemLogQuery) -> Result<Pag
     f.add_opt("kind = ?", q.kind.as_ref().map(|k| k.as_str().to_owned()));
     f.add_opt("host = ?", q.host.clone());
     add_window(&mut f, q.from, q.to);
-    let by_counter = "SELECT n FROM sys_log_counts WHERE dim = ?1 AND value = ?2";
+    let by_counter = "SELECT n FROM counters WHERE name = ?1 AND key = ?2";
     let total = match (&q.kind, &q.host, q.from.or(q.to)) {
         (Some(k), None, None) => counter(conn, by_counter, ["kind".to_owned().into(), k.as_str().to_owned().into()])?,
         (None, Some(h), None) => counter(conn, by_counter, ["host".to_owned().into(), h.clone().into()])?,
-        (None, None, None) => counter(conn, "SELECT n FROM log_totals WHERE log = 'sys'", [])?,
+        (None, None, None) => counter(conn, "SELECT n FROM counters WHERE name = 'log' AND key = 'sys'", [])?,
         _ => count(conn, "sys_log", &f, "read the system log")?,
     };
     f.add_opt(&format!("seq {cmp} ?"), after);

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use kgym_core::{JobId, Labels, StageIndex, StageKind};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{raw, stored_kind, to_time};
+use super::{Cached, raw, stored_kind, to_time};
 use crate::error::{Error, Result};
 use crate::types::{RunningStage, WorkerStatus};
 use crate::worker_api::WorkerInfo;
@@ -27,13 +27,23 @@ pub(crate) fn register(conn: &Connection, info: &WorkerInfo, now: i64) -> Result
 }
 
 /// A sign of life from `host` (a claim); the labels it registered (none
-/// when it never registered).
-pub(crate) fn seen(conn: &Connection, host: &str, now: i64) -> Result<Labels> {
-    let labels: Option<String> = conn
-        .prepare_cached("UPDATE workers SET last_seen_us = ?1, stopped_us = NULL WHERE host = ?2 RETURNING labels")
-        .and_then(|mut s| s.query_row(params![now, host], |r| r.get(0)).optional())
+/// when it never registered). The row is written only when the worker had
+/// stopped or was last seen before `stale_before` (µs): a busy worker
+/// claims many times a second, and a write each time was a commit (and WAL
+/// page) per claim for a time that only matters to within the worker TTL.
+pub(crate) fn seen(conn: &Connection, host: &str, now: i64, stale_before: i64) -> Result<Labels> {
+    let row = conn
+        .row("SELECT labels, last_seen_us, stopped_us FROM workers WHERE host = ?1", [host], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?))
+        })
+        .optional()
         .map_err(Error::db("note a worker's sign of life"))?;
-    Ok(labels.and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default())
+    let Some((labels, last_seen, stopped)) = row else { return Ok(Labels::default()) };
+    if stopped.is_some() || last_seen < stale_before {
+        conn.exec("UPDATE workers SET last_seen_us = ?1, stopped_us = NULL WHERE host = ?2", params![now, host])
+            .map_err(Error::db("note a worker's sign of life"))?;
+    }
+    Ok(serde_json::from_str(&labels).unwrap_or_default())
 }
 
 /// A sign of life from whoever holds job `job`'s stage (a heartbeat).
