@@ -3,7 +3,9 @@
 //! many — take turns. The kernel releases an `flock` lock when the last
 //! descriptor of its open file closes, so a holder that dies (even by
 //! SIGKILL) never leaves a lock behind; descriptors are opened close-on-exec,
-//! so a child process never inherits (and keeps) the lock.
+//! so a child process never inherits (and keeps) the lock, and a dropped
+//! lock is unlocked explicitly, so one forked just then (it holds copies of
+//! the descriptors until it execs) does not keep it either.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -81,6 +83,19 @@ impl FileLock {
     }
 }
 
+impl Drop for FileLock {
+    /// Unlocks explicitly rather than only closing the descriptor: a child
+    /// process forked at that moment (any thread's `Command::spawn`) holds
+    /// a copy of every descriptor until it execs, and the kernel keeps an
+    /// `flock` lock until the last copy closes. An unlock releases it for
+    /// every copy (they share the open file), so a dropped lock is free at
+    /// once. (Seen: a warm tree dropped during a concurrent spawn was still
+    /// locked for the eviction right after.)
+    fn drop(&mut self) {
+        let _ = FileExt::unlock(&self._file);
+    }
+}
+
 fn open(path: &Path) -> Result<File> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -92,6 +107,35 @@ fn open(path: &Path) -> Result<File> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A child forked while the lock is held (here one that never execs)
+    /// has a copy of its descriptor; the lock is free as soon as it is
+    /// dropped anyway.
+    #[test]
+    #[allow(unsafe_code)] // fork without exec: the only way to hold that copy
+    fn a_dropped_lock_is_free_while_a_forked_child_holds_its_descriptor() {
+        use nix::sys::signal::{Signal, kill};
+        use nix::sys::wait::waitpid;
+        use nix::unistd::{ForkResult, fork};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tree.lock");
+        let held = FileLock::acquire_blocking(&path).unwrap();
+        // SAFETY: the child only sleeps and exits (async-signal-safe calls).
+        let child = match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                nix::unistd::sleep(30);
+                // SAFETY: exits without running the parent's destructors.
+                unsafe { nix::libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop(held);
+        let again = FileLock::try_acquire(&path).unwrap();
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        assert!(again.is_some(), "the lock stayed with the forked child's copy of the descriptor");
+    }
 
     #[tokio::test]
     async fn second_locker_waits_until_release_and_cancel_stops_waiting() {
