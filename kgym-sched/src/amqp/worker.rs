@@ -81,7 +81,7 @@ struct Inner {
     slots: std::sync::Mutex<HashMap<String, Arc<Mutex<SlotChannel>>>>,
     /// Announcements of the stages running, by lease token: acked when
     /// the scheduler recorded their end.
-    held: std::sync::Mutex<HashMap<String, lapin::Acker>>,
+    held: std::sync::Mutex<HashMap<String, (String, lapin::Acker)>>,
     /// Signals from the scheduler for running stages, by lease token.
     signals: std::sync::Mutex<HashMap<String, Signal>>,
     /// Hosts whose control queue is being consumed.
@@ -212,16 +212,35 @@ impl AmqpWorkerBackend {
         }
     }
 
-    /// Keeps the announcement of a claimed stage unacked until its end.
-    fn hold(&self, lease: &Lease, acker: lapin::Acker) {
-        self.inner.held.lock().unwrap_or_else(|p| p.into_inner()).insert(lease.token.clone(), acker);
+    /// Keeps the announcement of a stage claimed by slot `worker` unacked
+    /// until its end.
+    fn hold(&self, lease: &Lease, worker: &str, acker: lapin::Acker) {
+        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.insert(lease.token.clone(), (worker.to_owned(), acker));
+    }
+
+    /// Slot `worker` claims again, so its earlier stage is over for it,
+    /// even if the scheduler never heard (a report that failed for a
+    /// lease's length): that announcement goes, or the slot's channel
+    /// (prefetch 1) would never deliver again. The lease decides what
+    /// happens to the stage.
+    async fn drop_stale(&self, worker: &str) {
+        let stale: Vec<lapin::Acker> = {
+            let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+            let tokens: Vec<String> = held.iter().filter(|(_, (w, _))| w == worker).map(|(t, _)| t.clone()).collect();
+            tokens.iter().filter_map(|t| held.remove(t)).map(|(_, a)| a).collect()
+        };
+        for acker in stale {
+            tracing::info!(worker, "an unreported stage's announcement dropped; its lease decides");
+            let _ = acker.ack(BasicAckOptions::default()).await;
+        }
     }
 
     /// The stage of `lease` ended for the scheduler: its announcement goes.
     async fn release(&self, lease: &Lease) {
         self.inner.signals.lock().unwrap_or_else(|p| p.into_inner()).remove(&lease.token);
         let acker = self.inner.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&lease.token);
-        if let Some(a) = acker {
+        if let Some((_, a)) = acker {
             // A channel closed meanwhile already gave it back to the
             // queue; the scheduler refuses the stale claim it leads to.
             let _ = a.ack(BasicAckOptions::default()).await;
@@ -242,7 +261,7 @@ impl AmqpWorkerBackend {
         let asked = Request::Claim { announcement, worker: req.worker.clone(), host: req.host.clone() };
         let res = self.inner.rpc.call::<Option<Claim>>(&asked).await;
         match &res {
-            Ok(Some(claim)) => self.hold(&claim.lease, d.acker),
+            Ok(Some(claim)) => self.hold(&claim.lease, &req.worker, d.acker),
             // Stale: the stage is someone else's, or done.
             Ok(None) => {
                 let _ = d.acker.ack(BasicAckOptions::default()).await;
@@ -397,6 +416,7 @@ impl WorkerBackend for AmqpWorkerBackend {
         if self.inner.closed.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        self.drop_stale(&req.worker).await;
         let queues = self.queues(req);
         let slot = self.slot(&req.worker);
         let deadline = tokio::time::Instant::now() + req.wait;
