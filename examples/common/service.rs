@@ -145,7 +145,7 @@ pub async fn worker_runtime() -> Result<RuntimeBuilder, BoxError> {
     let backend: Arc<dyn WorkerBackend> = match amqp_uri() {
         Some(uri) => {
             let prefix = env_or("KGYM_AMQP_PREFIX", "kgym");
-            tracing::info!(broker = %redacted(&uri), prefix, host = %options.host, %labels, "claiming stages from RabbitMQ");
+            tracing::info!(prefix, host = %options.host, %labels, "claiming stages from RabbitMQ");
             amqp_backend(&uri, &prefix).await?
         }
         None => {
@@ -166,19 +166,9 @@ pub fn amqp_uri() -> Option<String> {
     std::env::var("KGYM_AMQP").ok().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty())
 }
 
-/// `uri` without its password (for logs).
-fn redacted(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user = uri[s + 3..at].split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &uri[..s + 3], &uri[at..])
-        }
-        _ => uri.to_owned(),
-    }
-}
-
 #[cfg(feature = "amqp")]
 async fn amqp_backend(uri: &str, prefix: &str) -> Result<Arc<dyn WorkerBackend>, BoxError> {
+    tracing::info!(broker = %kgym::sched::amqp::redact(uri), "connecting to RabbitMQ");
     Ok(Arc::new(kgym::sched::amqp::AmqpWorkerBackend::connect(uri, prefix).await?))
 }
 

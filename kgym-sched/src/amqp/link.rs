@@ -114,7 +114,7 @@ impl Link {
 }
 
 /// `uri` without its password (for errors and logs).
-pub(crate) fn redact(uri: &str) -> String {
+pub fn redact(uri: &str) -> String {
     match (uri.find("://"), uri.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &uri[scheme + 3..at];

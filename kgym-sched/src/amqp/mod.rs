@@ -29,6 +29,7 @@ mod rpc;
 mod server;
 mod worker;
 
+pub use link::redact;
 pub use queue::AmqpQueue;
 pub use server::RpcServer;
 pub use worker::AmqpWorkerBackend;

@@ -68,7 +68,7 @@ impl AmqpQueue {
 
     /// The dead-letter queue's name.
     pub fn dead_letter_queue(&self) -> String {
-        format!("{}.dead", self.inner.prefix)
+        dead_letter_queue(&self.inner.prefix)
     }
 
     /// Closes the connection (consumers and publishes fail from then on).
@@ -76,17 +76,28 @@ impl AmqpQueue {
         self.inner.link.close().await;
     }
 
-    async fn try_publish(&self, ann: &Announcement) -> Result<()> {
-        let name = self.queue_name(&ann.route());
-        let mut publisher = self.inner.publisher.lock().await;
+    /// The confirm-mode publishing channel (and the queues declared on
+    /// it), opened anew when there is none or it broke.
+    async fn open_publisher<'a>(
+        &self,
+        publisher: &'a mut Option<(Channel, HashSet<String>)>,
+    ) -> Result<&'a mut (Channel, HashSet<String>)> {
         if publisher.as_ref().is_none_or(|(ch, _)| !ch.status().connected()) {
+            *publisher = None;
             let ch = self.inner.link.channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default())
                 .await
                 .map_err(|e| self.inner.link.error("confirm_select", &e))?;
             *publisher = Some((ch, HashSet::new()));
         }
-        let Some((ch, declared)) = publisher.as_mut() else { unreachable!("set above") };
+        let Some(open) = publisher.as_mut() else { unreachable!("opened above") };
+        Ok(open)
+    }
+
+    async fn try_publish(&self, ann: &Announcement) -> Result<()> {
+        let name = self.queue_name(&ann.route());
+        let mut publisher = self.inner.publisher.lock().await;
+        let (ch, declared) = self.open_publisher(&mut publisher).await?;
         if !declared.contains(&name) {
             declare(&self.inner.link, ch, &name, &self.dead_letter_queue()).await?;
             declared.insert(name.clone());
@@ -140,14 +151,7 @@ impl Queue for AmqpQueue {
         let link = &self.inner.link;
         let sent = tokio::time::timeout(PUBLISH_TIMEOUT, async {
             let mut publisher = self.inner.publisher.lock().await;
-            if publisher.as_ref().is_none_or(|(ch, _)| !ch.status().connected()) {
-                let ch = link.channel().await?;
-                ch.confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .map_err(|e| link.error("confirm_select", &e))?;
-                *publisher = Some((ch, HashSet::new()));
-            }
-            let Some((ch, _)) = publisher.as_ref() else { unreachable!("set above") };
+            let (ch, _) = self.open_publisher(&mut publisher).await?;
             // Not mandatory: a worker that is gone has no queue, and then
             // there is nobody to tell.
             ch.basic_publish(
@@ -195,6 +199,11 @@ pub(super) async fn declare(link: &Link, ch: &Channel, name: &str, dead: &str) -
     args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dead.into()));
     ch.queue_declare(name.into(), durable, args).await.map_err(|e| link.error("declare", &e))?;
     Ok(())
+}
+
+/// The dead-letter queue under `prefix`.
+pub(super) fn dead_letter_queue(prefix: &str) -> String {
+    format!("{prefix}.dead")
 }
 
 /// The control queue of the worker process on `host` (see

@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::link::Link;
-use super::queue::{control_queue, declare, queue_name};
+use super::queue::{control_queue, dead_letter_queue, declare, queue_name};
 use super::rpc::{Request, RpcClient};
 use crate::error::{Error, Result};
 use crate::queue::{Announcement, Route, SignalAction, WorkerSignal};
@@ -166,7 +166,7 @@ impl AmqpWorkerBackend {
             slot.open = Some((ch, HashSet::new()));
         }
         let Some((ch, declared)) = slot.open.as_mut() else { unreachable!("set above") };
-        let dead = format!("{}.dead", self.inner.prefix);
+        let dead = dead_letter_queue(&self.inner.prefix);
         let mut taking = Taking { ch: ch.clone(), tags: Vec::new(), deliveries: SelectAll::new(), stopped: false };
         let started: Result<()> = async {
             for q in queues {
