@@ -50,7 +50,16 @@ async fn options_are_clamped_to_sane_minimums() {
 
 #[tokio::test]
 async fn duplicate_announcements_and_racing_claims_have_one_winner() {
-    let s = sched().await;
+    // A lease far longer than the race: with the usual 300 ms one, a loaded
+    // machine let the winner's lease expire while the other claimers still
+    // waited, and the reaper's fresh announcement (attempt 2) was a second,
+    // legitimate winner (seen in CI).
+    let s = SqliteScheduler::builder()
+        .stages(StageRegistry::new().with_kind(echo()))
+        .options(options().lease_ttl(Duration::from_secs(60)))
+        .build()
+        .await
+        .unwrap();
     let id = s.submit(spec(1)).await.unwrap();
     // Duplicate announcements, as a redelivering transport could produce.
     let ann = crate::queue::Announcement::new(id, StageIndex(0), echo());
