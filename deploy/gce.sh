@@ -40,6 +40,10 @@ Settings (environment):
   SERVICE_ACCOUNT          the VMs' service account (default: the project's
                            default compute account); when set it is also
                            granted roles/storage.objectAdmin on the bucket
+  GCE_MACHINES             1: reproducer VMs also run gce:<type> machines on
+                           Compute Engine (images and instances in PROJECT
+                           and ZONE, disks uploaded to BUCKET; adds the
+                           compute-rw scope to reproducer VMs)
   DELETE_BUCKET            1: `down` deletes the bucket and its objects too
   DRY_RUN                  1: print the gcloud commands (`+ ...`), run nothing
 EOF
@@ -88,6 +92,7 @@ KGYM_REPO=${KGYM_REPO:-}
 KGYM_REF=${KGYM_REF:-main}
 SERVICE_ACCOUNT=${SERVICE_ACCOUNT:-}
 DELETE_BUCKET=${DELETE_BUCKET:-0}
+GCE_MACHINES=${GCE_MACHINES:-0}
 DRY_RUN=${DRY_RUN:-0}
 
 # Checked before anything runs, so a typo never leaves half a deployment.
@@ -104,6 +109,7 @@ is_count "$REPRODUCERS" || die "REPRODUCERS=${REPRODUCERS@Q} is not a number of 
 [[ $BUCKET =~ ^[a-z0-9][-_.a-z0-9]{1,61}[a-z0-9]$ ]] || die "BUCKET=${BUCKET@Q} is not a bucket name (without gs://)"
 [[ $DISK_SIZE =~ ^[0-9]+(GB|TB)?$ ]] || die "DISK_SIZE=${DISK_SIZE@Q} is not a size like 200GB"
 [[ $DELETE_BUCKET =~ ^[01]$ ]] || die "DELETE_BUCKET=${DELETE_BUCKET@Q}: 1 or 0"
+[[ $GCE_MACHINES =~ ^[01]$ ]] || die "GCE_MACHINES=${GCE_MACHINES@Q}: 1 or 0"
 [[ $DRY_RUN =~ ^[01]$ ]] || die "DRY_RUN=${DRY_RUN@Q}: 1 or 0"
 
 REGION=${ZONE%-*}
@@ -206,24 +212,31 @@ up() {
   if [[ -n $SERVICE_ACCOUNT ]]; then
     common+=(--service-account="$SERVICE_ACCOUNT")
   fi
-  common+=(--scopes=storage-rw,logging-write,monitoring-write)
+  local scopes=storage-rw,logging-write,monitoring-write
   local settings="kgym-repo=$KGYM_REPO,kgym-ref=$KGYM_REF,kgym-artifacts=gs://$BUCKET,kgym-token=$TOKEN"
 
-  create_instance "$SCHEDULER" "${common[@]}" --machine-type="$SCHEDULER_MACHINE_TYPE" \
+  create_instance "$SCHEDULER" "${common[@]}" --scopes="$scopes" --machine-type="$SCHEDULER_MACHINE_TYPE" \
     --tags="$SCHEDULER_TAG" --labels="kgym-deployment=$PREFIX,kgym-role=scheduler" \
     --metadata="kgym-role=scheduler,$settings,kgym-port=$PORT"
   for name in $(builder_names); do
-    create_instance "$name" "${common[@]}" --machine-type="$BUILDER_MACHINE_TYPE" \
+    create_instance "$name" "${common[@]}" --scopes="$scopes" --machine-type="$BUILDER_MACHINE_TYPE" \
       --tags="$WORKER_TAG" --labels="kgym-deployment=$PREFIX,kgym-role=builder" \
       --metadata="kgym-role=builder,$settings,kgym-server=$SERVER_URL,kgym-slots=$BUILDER_SLOTS"
   done
   # QEMU under TCG is ~10x slower than KVM: reproducers need nested
   # virtualization (Intel machine types).
+  # With GCE_MACHINES=1 a reproducer also creates images and instances
+  # (gce:<type> machines): compute-rw, and where to create them.
+  local repro_scopes=$scopes repro_settings=""
+  if ((GCE_MACHINES)); then
+    repro_scopes=$scopes,compute-rw
+    repro_settings=",kgym-gce-project=$PROJECT,kgym-gce-zone=$ZONE,kgym-gce-bucket=$BUCKET"
+  fi
   for name in $(reproducer_names); do
-    create_instance "$name" "${common[@]}" --machine-type="$REPRODUCER_MACHINE_TYPE" \
+    create_instance "$name" "${common[@]}" --scopes="$repro_scopes" --machine-type="$REPRODUCER_MACHINE_TYPE" \
       --enable-nested-virtualization \
       --tags="$WORKER_TAG" --labels="kgym-deployment=$PREFIX,kgym-role=reproducer" \
-      --metadata="kgym-role=reproducer,$settings,kgym-server=$SERVER_URL,kgym-slots=$REPRODUCER_SLOTS"
+      --metadata="kgym-role=reproducer,$settings,kgym-server=$SERVER_URL,kgym-slots=$REPRODUCER_SLOTS$repro_settings"
   done
 
   if ((!DRY_RUN)); then

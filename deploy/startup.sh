@@ -56,6 +56,15 @@ else
   server=$(meta kgym-server)
   slots=$(meta kgym-slots 1)
 fi
+# gce:<type> machines (deploy/gce.sh GCE_MACHINES=1): reproducers only.
+gce_project=""
+if [[ $role == reproducer ]]; then
+  gce_project=$(meta kgym-gce-project "")
+  if [[ -n $gce_project ]]; then
+    gce_zone=$(meta kgym-gce-zone)
+    gce_bucket=$(meta kgym-gce-bucket)
+  fi
+fi
 log "role $role ($service), kgym $repo at $ref"
 
 # The guest agent may run this without HOME; git and rustup want one.
@@ -107,7 +116,7 @@ fi
 
 "$SRC/scripts/setup.sh"
 # Built by root into $SRC/target: the service user only reads it.
-(cd "$SRC" && cargo build --release --features kgym/gcp,kgym/amqp --examples)
+(cd "$SRC" && cargo build --release --features kgym/gcp,kgym/amqp,kgym/gce --examples)
 
 # The scheduler's VM also runs RabbitMQ (Debian's package, under systemd
 # here): ready stages wait in its durable queues, so they outlive the
@@ -148,6 +157,11 @@ env_file=/etc/kgym/$service.env
     echo "KGYM_SLOTS=$slots"
     # One worker per VM: its host name names it at the scheduler.
     echo "KGYM_HOST=$host"
+    if [[ -n $gce_project ]]; then
+      echo "KGYM_GCE_PROJECT=$gce_project"
+      echo "KGYM_GCE_ZONE=$gce_zone"
+      echo "KGYM_GCE_BUCKET=$gce_bucket"
+    fi
   fi
 } >"$env_file.new"
 chown root:kgym "$env_file.new"

@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # (kgym-core/tests/gcs.rs, tests/gcs_store.rs); `kgym/amqp` the RabbitMQ
 # transport and its tests against a real broker the tests start
 # (kgym-sched/tests/amqp.rs, tests/services.rs, tests/cluster.rs);
-# `kgym/gce` the Compute Engine runner and its tests against a fake Compute
-# API (kgym-vm/tests/gce.rs); one feature set for every
+# `kgym/gce` the Compute Engine runner and its tests against fake Compute
+# APIs (kgym-vm/tests/gce.rs; gce_qemu.rs, whose instances are QEMU VMs);
+# one feature set for every
 # step, so nothing is compiled twice.
 # The stock services as real binaries: tests/signals.rs runs them
 # (`cargo test --all-targets` builds examples only as test harnesses).

@@ -143,6 +143,35 @@ fn gce_up_creates_the_bucket_the_rule_and_every_vm() {
     }
 }
 
+/// `GCE_MACHINES=1`: the reproducer VMs (only they) may create images and
+/// instances, and their startup script learns where.
+#[test]
+fn gce_machines_give_reproducers_the_compute_scope_and_the_settings() {
+    if !bash_available() {
+        return;
+    }
+    let out = gce(&[], &up_env(&[("TOKEN", TOKEN), ("GCE_MACHINES", "1")]));
+    assert!(out.status.success(), "gce.sh: {}\n{}", out.status, text(&out.stderr));
+    let got = commands(&out);
+    let vm = |name: &str| got.iter().find(|c| c.contains(&format!("instances create {name} "))).unwrap().clone();
+    let repro = vm("kgym-repro-0");
+    assert!(repro.contains(" --scopes=storage-rw,logging-write,monitoring-write,compute-rw "), "{repro}");
+    let settings = format!("kgym-gce-project={PROJECT},kgym-gce-zone={ZONE},kgym-gce-bucket={BUCKET}");
+    assert!(repro.ends_with(&settings), "{repro}");
+    for other in [vm("kgym-main"), vm("kgym-builder-0")] {
+        assert!(!other.contains("compute-rw") && !other.contains("kgym-gce-"), "{other}");
+    }
+    let out = gce(&[], &up_env(&[("GCE_MACHINES", "yes")]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("GCE_MACHINES='yes': 1 or 0"), "{}", text(&out.stderr));
+    // startup.sh writes the settings kreproducer reads, and builds it with GCE.
+    let startup = std::fs::read_to_string(root().join("deploy/startup.sh")).unwrap();
+    for line in ["KGYM_GCE_PROJECT=$gce_project", "KGYM_GCE_ZONE=$gce_zone", "KGYM_GCE_BUCKET=$gce_bucket", "kgym/gce"]
+    {
+        assert!(startup.contains(line), "startup.sh lacks {line}");
+    }
+}
+
 #[test]
 fn gce_up_generates_a_token_when_none_is_given() {
     if !bash_available() || kgym_testkit::require_tool("openssl").is_none() {

@@ -35,7 +35,10 @@ fn help_lists_the_settings_and_stray_arguments_are_refused() {
             &["KGYM_LISTEN", "KGYM_TOKEN", "KGYM_DATA", "KGYM_ARTIFACTS", "KGYM_AMQP", "KGYM_LEASE_TTL"][..],
         ),
         ("kbuilder", &["KGYM_SERVER", "KGYM_SLOTS", "KGYM_HOST", "KGYM_LABELS"][..]),
-        ("kreproducer", &["KGYM_SERVER", "KGYM_SLOTS", "KGYM_HOST", "KGYM_LABELS"][..]),
+        (
+            "kreproducer",
+            &["KGYM_SERVER", "KGYM_SLOTS", "KGYM_HOST", "KGYM_LABELS", "KGYM_GCE_PROJECT", "KGYM_GCE_BUCKET"][..],
+        ),
     ] {
         let Some(program) = example(name) else { return };
         let out = run(&program, &["--help"], &[]);
@@ -63,6 +66,19 @@ fn bad_labels_stop_a_worker_before_it_starts() {
         assert_eq!(out.status.code(), Some(1), "KGYM_LABELS={labels:?}: {err}");
         assert!(err.contains("KGYM_LABELS") && err.contains(says), "KGYM_LABELS={labels:?}: {err}");
     }
+}
+
+/// A GCE project without the bucket its images come from is refused at
+/// start (with the `gce` feature; without it, the project itself is).
+#[test]
+fn a_gce_project_without_a_bucket_stops_kreproducer_before_it_starts() {
+    let Some(program) = example("kreproducer") else { return };
+    let data = tempfile::tempdir().unwrap();
+    let out = run(&program, &[], &[("KGYM_GCE_PROJECT", "kgym-test"), ("KGYM_DATA", data.path().to_str().unwrap())]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let says = if cfg!(feature = "gce") { "KGYM_GCE_BUCKET is not" } else { "without the gce feature" };
+    assert!(err.contains("KGYM_GCE_PROJECT") && err.contains(says), "{err}");
 }
 
 #[test]

@@ -334,17 +334,21 @@ fn reproduce_args(i: usize, arg: &Value, built: &[Earlier]) -> Result<ReproduceA
     let machine = match non_empty(o, "machine-type") {
         None => MachineSpec::default(),
         Some(m) if m == "qemu" || m == "local:qemu" => MachineSpec::default(),
-        Some(m) if m.starts_with("gce:") => {
-            p.push(format!(
-                "machine-type {m:?} needs a GCE runner, which this server does not have: use qemu:<cpus>-<memMB>"
-            ));
-            MachineSpec::default()
-        }
         Some(m) => m.parse().unwrap_or_else(|_| {
-            p.push(format!("machine-type {m:?} is not understood (qemu:<cpus>-<memMB>, e.g. qemu:2-1024)"));
+            p.push(format!(
+                "machine-type {m:?} is not understood (qemu:<cpus>-<memMB>, e.g. qemu:2-1024, or gce:<type>)"
+            ));
             MachineSpec::default()
         }),
     };
+    // A Compute Engine instance boots a disk (the image with the kernel in
+    // its /boot, packed by the reproduce worker), never an initramfs.
+    if let (Some(gce), Userspace::Initramfs) = (machine.gce, &userspace) {
+        p.push(format!(
+            "machine-type \"gce:{gce}\" boots a disk image: give the kbuilder a userspace-image-name \
+             (GCE instances cannot boot the generated initramfs)"
+        ));
+    }
     // kGym keeps these in the reproducer object; accept them beside it too.
     let (mut instances, mut budget) = (None, None);
     for src in [r, o] {
@@ -488,7 +492,8 @@ mod tests {
                 &["kbuilder", "kvmmanager", "kvmmanager"],
                 vec![
                     b,
-                    json!({"reproducer": {"reproducer-type": "c", "reproducer-text": "int main(){}"}, "image-from-worker": 0}),
+                    json!({"reproducer": {"reproducer-type": "c", "reproducer-text": "int main(){}"}, "image-from-worker": 0,
+                           "machine-type": "gce:e2-standard-2"}),
                     json!({"reproducer": {"reproducer-type": "c", "reproducer-text": "int main(){}"},
                            "image": {"image-url": "gs://bucket/jobs/0000002a/0_build/bzImage", "arch": "amd64",
                                      "vmlinux-url": "file:///k/vmlinux"}}),
@@ -498,6 +503,8 @@ mod tests {
         )
         .unwrap();
         let r1: ReproduceArgs = serde_json::from_value(spec.stages[1].arg.clone()).unwrap();
+        // kGym's GCE machine types, for the worker's GCE runner.
+        assert_eq!(r1.machine.to_string(), "gce:e2-standard-2");
         match r1.userspace {
             Userspace::Image { image, ssh_key, .. } => {
                 assert_eq!(image, FileRef::Path("/images/bullseye.raw".into()));
@@ -544,7 +551,7 @@ mod tests {
             has("stage 1 (kvmmanager): image-from-worker is 2, which does not run before this stage (1)"),
             "{text:#?}"
         );
-        assert!(has("stage 1 (kvmmanager): machine-type \"gce:e2-standard-2\" needs a GCE runner"), "{text:#?}");
+        assert!(has("stage 1 (kvmmanager): machine-type \"gce:e2-standard-2\" boots a disk image"), "{text:#?}");
         assert!(has("stage 2 (kvmmanager): reproducer-type \"py\" is not supported"), "{text:#?}");
         assert!(has("stage 2 (kvmmanager): reproducer-text is missing or empty"), "{text:#?}");
         assert!(has("stage 2 (kvmmanager): restart-time \"soon\" is not a duration"), "{text:#?}");

@@ -432,7 +432,8 @@ async fn kgym_payload_problems_are_400_with_every_message() {
         .await;
     assert_eq!((s, b["code"].as_str()), (StatusCode::BAD_REQUEST, Some("validation")));
     let text = b["detail"].as_str().unwrap();
-    assert!(text.contains("needs a GCE runner"), "{text}");
+    // gce: is understood, but an instance boots a disk, and there is none.
+    assert!(text.contains("machine-type \"gce:e2-standard-2\" boots a disk image"), "{text}");
     assert!(text.contains("userspace image \"bullseye.raw\" is not available"), "{text}");
     let (s, _) = f.call("POST", "/jobs/new_raw_job", Some(json!({"job_workers": ["kbuilder"]}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);

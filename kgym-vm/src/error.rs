@@ -145,6 +145,14 @@ pub enum Error {
         /// What the guest needs instead, and how to get it.
         need: String,
     },
+    /// A GCE disk could not be packed from a userspace image.
+    #[error("pack a GCE disk from {}: {reason}", image.display())]
+    GceDisk {
+        /// The userspace image.
+        image: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// An artifact could not be read or stored.
     #[error("move artifact {key}")]
     Artifact {

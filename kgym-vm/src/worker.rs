@@ -46,7 +46,9 @@ pub fn failure_of(e: &Error) -> StageFailure {
             StageFailure::new(codes::REPRODUCER_DOES_NOT_COMPILE, kgym_core::failure::error_chain(e))
                 .with_detail(output.clone())
         }
-        Error::InvalidRequest { .. } | Error::BadSyzProgram { .. } => {
+        // A GCE disk that cannot be packed: the user's image (no ext file
+        // system, too full for the kernel), which a retry does not change.
+        Error::InvalidRequest { .. } | Error::BadSyzProgram { .. } | Error::GceDisk { .. } => {
             StageFailure::bad_argument(kgym_core::failure::error_chain(e))
         }
         Error::Cancelled => StageFailure::cancelled(),
@@ -185,6 +187,9 @@ mod tests {
         assert!(!f.retryable);
         assert_eq!(failure_of(&Error::Cancelled).code, codes::CANCELLED);
         assert_eq!(failure_of(&Error::InvalidRequest { reason: "x".into() }).code, codes::BAD_ARGUMENT);
+        let disk = Error::GceDisk { image: "/i.raw".into(), reason: "no ext2/3/4 file system".into() };
+        assert_eq!(failure_of(&disk).code, codes::BAD_ARGUMENT);
+        assert!(!failure_of(&disk).retryable);
         let missing =
             Error::Artifact { key: "k".into(), source: kgym_core::Error::ArtifactNotFound { key: "k".into() } };
         assert_eq!(failure_of(&missing).code, codes::MISSING_INPUT);

@@ -79,6 +79,10 @@ struct Fake {
     lost_prefix: usize,
     quota_on_instance_insert: bool,
     image_operation_error: bool,
+    /// What `instances.get` says once the console is all read (`RUNNING`
+    /// when unset).
+    status_after_console: Option<String>,
+    instance_gets: u32,
     /// Serial reads still to answer with a 503 before serving output.
     failing_serial_reads: u32,
     images: HashSet<String>,
@@ -266,6 +270,25 @@ async fn delete_instance(State(state): State<Shared>, Path((_, _, name)): Path<(
 
 /// Serial port 1 from `start`, at most `chunk` bytes; `start`/`next` as
 /// the strings the real API writes its int64 fields as.
+/// `instances.get`: `RUNNING` with an internal IP, or the status the test
+/// set once the whole console was read.
+async fn get_instance(State(state): State<Shared>, Path((_, _, name)): Path<(String, String, String)>) -> Response {
+    let mut f = fake(&state);
+    if !f.instances.contains(&name) {
+        drop(f);
+        return google_error(StatusCode::NOT_FOUND, "notFound", &format!("instance {name} was not found"));
+    }
+    f.instance_gets += 1;
+    let read_all = f.serial_starts.get(&name).and_then(|s| s.last()).is_some_and(|&s| s >= f.console.len());
+    let status = match &f.status_after_console {
+        Some(s) if read_all => s.clone(),
+        _ => "RUNNING".into(),
+    };
+    Json(json!({"kind": "compute#instance", "name": name, "status": status,
+        "networkInterfaces": [{"network": "global/networks/default", "networkIP": "10.128.0.2"}]}))
+    .into_response()
+}
+
 async fn serial_port(
     State(state): State<Shared>,
     Path((_, _, name)): Path<(String, String, String)>,
@@ -328,7 +351,7 @@ async fn serve(state: Shared) -> String {
         .route(&format!("{p}/global/images/{{image}}"), delete(delete_image))
         .route(&format!("{p}/global/operations/{{op}}"), get(get_operation))
         .route(&format!("{p}/zones/{{zone}}/instances"), post(insert_instance))
-        .route(&format!("{p}/zones/{{zone}}/instances/{{name}}"), delete(delete_instance))
+        .route(&format!("{p}/zones/{{zone}}/instances/{{name}}"), delete(delete_instance).get(get_instance))
         .route(&format!("{p}/zones/{{zone}}/instances/{{name}}/serialPort"), get(serial_port))
         .route(&format!("{p}/zones/{{zone}}/operations/{{op}}"), get(get_operation))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -352,8 +375,12 @@ fn client(endpoint: &str, token: &str) -> ComputeClient {
         .with_retry_backoff(Duration::from_millis(5))
 }
 
+/// A runner whose disk runs the reproducer at boot: these instances are
+/// console logs only, with nothing to log in to (`gce_qemu.rs` has the
+/// instances that boot and answer SSH).
 fn runner(endpoint: &str) -> GceRunner {
     GceRunner::new(client(endpoint, TOKEN))
+        .with_reproducer_in_image()
         .with_bucket(BUCKET)
         .with_machine_type(MACHINE_TYPE)
         .with_serial_poll(Duration::from_millis(10))
@@ -382,6 +409,11 @@ fn assert_all_deleted(state: &Shared) {
 }
 
 async fn run(runner: &GceRunner, req: RunRequest) -> (kgym_vm::Result<RunOutput>, Vec<String>) {
+    // The crash parser's first report compiles its patterns (over a second
+    // in a debug build), which would eat the 300 ms report wait these
+    // tests use: compile them before the clock matters.
+    static WARM: std::sync::Once = std::sync::Once::new();
+    WARM.call_once(|| drop(qemu_path_title(&crash_console())));
     let log = Arc::new(MemorySink::default());
     let ctx = RunContext::new().with_log(log.clone());
     let out = tokio::time::timeout(Duration::from_secs(60), runner.run(req, &ctx)).await.expect("run ends");
@@ -633,6 +665,27 @@ async fn the_router_sends_gce_machines_to_gce_and_the_rest_to_the_local_runner()
 }
 
 #[tokio::test]
+async fn an_instance_that_stops_ends_its_boot_at_the_next_quiet_check() {
+    let state = new_fake(quiet_console());
+    fake(&state).status_after_console = Some("TERMINATED".into());
+    let endpoint = serve(state.clone()).await;
+    let mut timeouts = kgym_vm::Timeouts::default();
+    timeouts.quiet_check = Duration::from_millis(300);
+    let runner = runner(&endpoint).with_timeouts(timeouts).with_report_wait(Duration::from_millis(300));
+    let (out, lines) = run(&runner, request(1, Duration::from_secs(60))).await;
+    let out = out.expect("run");
+    // Not the 60 s budget, nor the 5 min no-output watchdog.
+    assert!(out.seconds < 20.0, "the run took {}s", out.seconds);
+    let boot = &out.boots[0];
+    // The console came up (no SSH here), then the instance went away.
+    assert_eq!(boot.end, BootEnd::Special { special: kgym_vm::outcome::SpecialCrash::LostConnection }, "{lines:#?}");
+    let log = String::from_utf8_lossy(&boot.log);
+    assert!(log.contains("[kgym: Compute Engine reports the instance TERMINATED]"), "{log}");
+    assert!(fake(&state).instance_gets >= 1);
+    assert_all_deleted(&state);
+}
+
+#[tokio::test]
 async fn a_passing_serial_read_error_is_retried_and_a_lasting_one_fails_the_run() {
     let state = new_fake(crash_console());
     fake(&state).failing_serial_reads = READ_ATTEMPTS - 1;
@@ -661,7 +714,10 @@ async fn the_metadata_servers_token_is_used_and_cached() {
     let token = Arc::new(MetadataToken::new().with_url(format!("{endpoint}{METADATA_PATH}")));
     let client =
         ComputeClient::new(PROJECT, ZONE, token).with_endpoint(&endpoint).with_poll_interval(Duration::from_millis(5));
-    let runner = GceRunner::new(client).with_bucket(BUCKET).with_serial_poll(Duration::from_millis(10));
+    let runner = GceRunner::new(client)
+        .with_reproducer_in_image()
+        .with_bucket(BUCKET)
+        .with_serial_poll(Duration::from_millis(10));
     let runner = runner.with_report_wait(Duration::from_millis(300));
     let (out, _) = run(&runner, request(1, Duration::from_secs(30))).await;
     assert_eq!(out.expect("run with the metadata token").title.as_deref(), Some(TITLE));

@@ -1,4 +1,5 @@
-//! Deleting what a run created: its instances, then its image.
+//! Deleting what a run created: its instances, then its image, then the
+//! disk tarball it uploaded.
 //!
 //! Names are recorded in [`Created`] *before* the call that creates them
 //! (a call cut by a timeout or a cancel may still have created the
@@ -10,6 +11,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kgym_core::{ArtifactKey, ArtifactStore};
+
 use super::client::{ComputeClient, OperationScope};
 use super::runner::lock;
 use crate::error::{Error, Result};
@@ -20,11 +23,13 @@ use crate::runner::RunContext;
 pub(crate) struct Created {
     pub(crate) image: Option<String>,
     pub(crate) instances: Vec<String>,
+    /// The disk tarball the run packed and uploaded.
+    pub(crate) upload: Option<(ArtifactStore, ArtifactKey)>,
 }
 
 impl Created {
     fn is_empty(&self) -> bool {
-        self.image.is_none() && self.instances.is_empty()
+        self.image.is_none() && self.instances.is_empty() && self.upload.is_none()
     }
 }
 
@@ -74,7 +79,7 @@ impl Drop for CleanupGuard {
     }
 }
 
-/// Deletes the instances (in parallel), then the image.
+/// Deletes the instances (in parallel), then the image, then the upload.
 async fn delete_all(
     client: &ComputeClient,
     created: Created,
@@ -100,6 +105,14 @@ async fn delete_all(
         .await;
         if let Err(e) = settle(r, &call, log) {
             first_err.get_or_insert(e);
+        }
+    }
+    if let Some((store, key)) = &created.upload {
+        // A tarball left behind costs storage only: noted, not a failure.
+        match tokio::time::timeout(timeout, store.delete(key)).await {
+            Ok(Ok(())) => log(format!("cleanup: deleted the uploaded disk {key}")),
+            Ok(Err(e)) => log(format!("cleanup: deleting the uploaded disk {key} failed, it is left: {e}")),
+            Err(_) => log(format!("cleanup: deleting the uploaded disk {key} timed out, it is left")),
         }
     }
     first_err.map_or(Ok(()), Err)

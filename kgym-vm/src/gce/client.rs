@@ -112,6 +112,39 @@ pub struct SerialPortOutput {
     pub next: u64,
 }
 
+/// An instance as `instances.get` describes it (the fields kgym reads).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    /// `PROVISIONING`, `STAGING`, `RUNNING`, `STOPPING`, `TERMINATED`...
+    #[serde(default)]
+    pub status: String,
+    /// Its network interfaces.
+    #[serde(default)]
+    pub network_interfaces: Vec<NetworkInterface>,
+}
+
+/// One network interface of an [`Instance`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInterface {
+    /// The address inside the VPC.
+    #[serde(default, rename = "networkIP")]
+    pub network_ip: Option<String>,
+}
+
+impl Instance {
+    /// The address a worker inside the same VPC reaches it at (the first
+    /// interface's internal IP, as syzkaller's `vm/gce` uses), once the
+    /// instance runs.
+    pub fn internal_ip(&self) -> Option<&str> {
+        if self.status != "RUNNING" {
+            return None;
+        }
+        self.network_interfaces.iter().find_map(|n| n.network_ip.as_deref()).filter(|ip| !ip.is_empty())
+    }
+}
+
 /// An instance to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceSpec {
@@ -226,6 +259,12 @@ impl ComputeClient {
     pub async fn delete_instance(&self, name: &str) -> Result<Operation> {
         let url = format!("{}/instances/{name}", self.zone_url());
         self.send(&format!("instances.delete {name}"), reqwest::Method::DELETE, &url, None).await
+    }
+
+    /// `instances.get`.
+    pub async fn get_instance(&self, name: &str) -> Result<Instance> {
+        let url = format!("{}/instances/{name}", self.zone_url());
+        self.send(&format!("instances.get {name}"), reqwest::Method::GET, &url, None).await
     }
 
     /// `instances.getSerialPortOutput` of port 1 from byte `start`.

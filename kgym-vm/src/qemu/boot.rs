@@ -78,7 +78,7 @@ pub(crate) struct BootSignals {
 }
 
 /// What reaches a boot's watch loop.
-pub(super) enum Event {
+pub(crate) enum Event {
     /// Console bytes and when they were read.
     Console(Vec<u8>, Instant),
     ConsoleClosed,
@@ -449,7 +449,7 @@ async fn stop(vm: &mut Vm, exited: bool) -> Instant {
 
 /// Forwards what `r` reads to `tx`, stamped with the read time, then
 /// `closed` (if any) at the end.
-pub(super) async fn forward<R: AsyncRead + Unpin>(
+pub(crate) async fn forward<R: AsyncRead + Unpin>(
     mut r: R,
     tx: mpsc::Sender<Event>,
     wrap: fn(Vec<u8>, Instant) -> Event,

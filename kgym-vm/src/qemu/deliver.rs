@@ -19,7 +19,7 @@ pub(crate) fn reproducer_loop(command: &str) -> String {
 }
 
 /// The SSH side of a disk-image boot; ends with the session or `cancel`.
-pub(super) async fn over_ssh(
+pub(crate) async fn over_ssh(
     target: SshTarget,
     files: Vec<(String, PathBuf)>,
     command: String,

@@ -9,12 +9,12 @@
 //! - `run`: N instances in parallel within the budget, and the verdict.
 
 mod args;
-mod boot;
-mod deliver;
+pub(crate) mod boot;
+pub(crate) mod deliver;
 mod qmp;
-mod run;
-mod timeouts;
-mod watch;
+pub(crate) mod run;
+pub(crate) mod timeouts;
+pub(crate) mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

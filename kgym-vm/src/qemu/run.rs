@@ -275,7 +275,7 @@ async fn verdict(
     Ok(out)
 }
 
-async fn symbolize_all(vmlinux: &std::path::Path, boots: &mut [BootRecord], ctx: &RunContext) -> Result<()> {
+pub(crate) async fn symbolize_all(vmlinux: &std::path::Path, boots: &mut [BootRecord], ctx: &RunContext) -> Result<()> {
     if !boots.iter().any(|b| b.report.is_some()) {
         return Ok(());
     }

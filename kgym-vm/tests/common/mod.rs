@@ -3,6 +3,8 @@
 //! injected bug), the reproducers of testdata/bugs, a runner per test.
 #![allow(dead_code)]
 
+pub mod image;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
