@@ -332,3 +332,45 @@ async fn malformed_messages_go_to_the_dead_letter_queue() {
     };
     assert_eq!(reason, "rejected");
 }
+
+/// A log request the broker delivers twice (a scheduler killed after
+/// appending, before its ack, gets it again on restart) appends its lines
+/// once: the request's correlation id is recorded with them. Another
+/// request with the same lines is another request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_log_request_appends_its_lines_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = Broker::start() else { return };
+    let options = SchedulerOptions::default().lease_ttl(Duration::from_secs(30));
+    let queue = Arc::new(AmqpQueue::connect(&broker.uri(), "once").await.unwrap());
+    let sched = SqliteScheduler::builder().options(options).queue(queue).build().await.unwrap();
+    let server = RpcServer::start(&broker.uri(), "once", sched.clone()).await.unwrap();
+    let kind = StageKind::new("logs").unwrap();
+    sched.register(&WorkerInfo::new("logs-w", vec![(kind.clone(), 1)])).await.unwrap();
+    let id = sched.submit(JobSpec::new().stage(kind.clone(), &serde_json::json!({}))).await.unwrap();
+    let req = ClaimRequest { kind, worker: "logs-w/0".into(), host: "logs-w".into(), wait: Duration::from_secs(10) };
+    let claim = sched.claim(&req).await.unwrap().expect("the stage");
+    let body = serde_json::to_vec(&serde_json::json!({
+        "op": "append_log", "lease": claim.lease, "worker": "logs-w/0", "lines": ["only once"]
+    }))
+    .unwrap();
+    let conn = lapin::Connection::connect(&broker.uri(), Default::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for correlation in ["request-1", "request-1", "request-2"] {
+        let props = lapin::BasicProperties::default().with_correlation_id(correlation.into());
+        ch.basic_publish("".into(), "once.rpc".into(), Default::default(), &body, props).await.unwrap().await.unwrap();
+    }
+    let count = || async { sched.all_logs(id).await.unwrap().iter().filter(|l| l.line == "only once").count() };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while broker.queues().into_iter().any(|(q, n)| q == "once.rpc" && n > 0) || count().await < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the requests answered");
+    // Every request was taken off the queue and answered: one append per
+    // request id.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count().await, 2, "{:#?}", sched.all_logs(id).await.unwrap());
+    server.stop().await;
+}

@@ -22,7 +22,8 @@ const CONCURRENT_REQUESTS: u16 = 64;
 /// request is acked once answered; one whose connection broke first is
 /// delivered again (every request is safe to repeat: a claim of a stage
 /// already claimed is refused, a second report of a lease is refused with
-/// `lease-lost`).
+/// `lease-lost`, and log lines are recorded with their request's
+/// correlation id, so a redelivered batch is not appended twice).
 ///
 /// ```no_run
 /// # async fn run(scheduler: kgym_sched::sqlite::SqliteScheduler) -> kgym_sched::Result<()> {
@@ -131,7 +132,8 @@ async fn answer(link: &Link, ch: &Channel, scheduler: &SqliteScheduler, d: lapin
     let reply = match serde_json::from_slice::<Request>(&d.data) {
         Ok(req) => {
             let op = req.op();
-            match dispatch(scheduler, req).await {
+            let id = d.properties.correlation_id().as_ref().map(|id| id.as_str().to_owned());
+            match dispatch(scheduler, req, id.as_deref()).await {
                 Ok(v) => Reply::Ok(v),
                 Err(e) => {
                     if matches!(WireError::from(&e), WireError::Internal { .. }) {
@@ -165,7 +167,9 @@ async fn answer(link: &Link, ch: &Channel, scheduler: &SqliteScheduler, d: lapin
     }
 }
 
-async fn dispatch(s: &SqliteScheduler, req: Request) -> Result<serde_json::Value> {
+/// Runs one request; `id` is its correlation id, unique per request (a
+/// redelivered request has the same one).
+async fn dispatch(s: &SqliteScheduler, req: Request, id: Option<&str>) -> Result<serde_json::Value> {
     fn json<T: serde::Serialize>(v: T) -> Result<serde_json::Value> {
         serde_json::to_value(v).map_err(|e| Error::bad_request(format!("encode the answer: {e}")))
     }
@@ -175,7 +179,12 @@ async fn dispatch(s: &SqliteScheduler, req: Request) -> Result<serde_json::Value
             json(s.claim_announcement(&announcement, &worker, &host).await?)
         }
         Request::Heartbeat { lease } => json(s.heartbeat(&lease).await?),
-        Request::AppendLog { lease, worker, lines } => json(s.append_log(&lease, &worker, &lines).await?),
+        // The one request whose repetition would change the state: the
+        // lines of a redelivered request are not appended again.
+        Request::AppendLog { lease, worker, lines } => {
+            let request = id.map(|id| format!("rpc:{id}"));
+            json(s.append_log_once(&lease, &worker, &lines, request.as_deref()).await?)
+        }
         Request::Report { lease, outcome } => json(s.report(&lease, outcome).await?),
         Request::Yield { lease } => json(s.yield_stage(&lease).await?),
         Request::WorkerEvent { host, kind, message } => json(s.worker_event(&host, kind.as_ref(), &message).await?),

@@ -16,6 +16,35 @@ use crate::worker_api::{
 pub(crate) const MAX_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl SqliteScheduler {
+    /// [`append_log`](WorkerBackend::append_log) of a request that may be
+    /// delivered more than once (an RPC redelivered after a scheduler
+    /// restart): with `request`, an id unique to the request, the lines
+    /// are appended the first time only.
+    pub async fn append_log_once(
+        &self,
+        lease: &Lease,
+        worker: &str,
+        lines: &[String],
+        request: Option<&str>,
+    ) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let (lease, worker, lines) = (lease.clone(), worker.to_owned(), lines.to_vec());
+        let request = request.map(str::to_owned);
+        let hub = std::sync::Arc::clone(&self.inner.hub);
+        self.inner
+            .store
+            .run(move |c| {
+                let now = store::now_us();
+                for e in store::logs::append_worker_lines(c, &lease, &worker, &lines, request.as_deref(), now)? {
+                    hub.emit(&JobEvent::Log(e));
+                }
+                Ok(())
+            })
+            .await
+    }
+
     /// Claims the stage `ann` announces for `worker` on `host`, if it is
     /// still ready (`None` when the announcement is stale: the stage was
     /// claimed, aborted or finished meanwhile). For transports whose
@@ -165,20 +194,7 @@ impl WorkerBackend for SqliteScheduler {
     }
 
     async fn append_log(&self, lease: &Lease, worker: &str, lines: &[String]) -> Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let (lease, worker, lines) = (lease.clone(), worker.to_owned(), lines.to_vec());
-        let hub = std::sync::Arc::clone(&self.inner.hub);
-        self.inner
-            .store
-            .run(move |c| {
-                for e in store::logs::append_worker_lines(c, &lease, &worker, &lines, store::now_us())? {
-                    hub.emit(&JobEvent::Log(e));
-                }
-                Ok(())
-            })
-            .await
+        self.append_log_once(lease, worker, lines, None).await
     }
 
     async fn report(&self, lease: &Lease, outcome: StageOutcome) -> Result<ReportAck> {

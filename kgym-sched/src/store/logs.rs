@@ -117,14 +117,31 @@ pub(crate) fn log_both(conn: &Connection, job: JobId, now: i64, line: &LogLine<'
 }
 
 /// Appends a batch of a worker's lines to a job's log in one transaction.
+/// How long the id of an applied request is kept (see migration 0006).
+const APPLIED_REQUEST_KEPT_US: i64 = 24 * 3600 * 1_000_000;
+
+/// Appends a worker's lines to its stage's log; with `request` (an id
+/// unique to this request), only once: a request delivered again after it
+/// was applied appends nothing.
 pub(crate) fn append_worker_lines(
     conn: &mut Connection,
     lease: &Lease,
     worker: &str,
     lines: &[String],
+    request: Option<&str>,
     now: i64,
 ) -> Result<Vec<JobLogEntry>> {
     let tx = conn.transaction().map_err(Error::db("append to a job log"))?;
+    if let Some(id) = request {
+        let fresh = tx
+            .execute("INSERT OR IGNORE INTO applied_requests (id, at_us) VALUES (?1, ?2)", params![id, now])
+            .map_err(Error::db("record an applied request"))?;
+        if fresh == 0 {
+            return Ok(Vec::new());
+        }
+        tx.execute("DELETE FROM applied_requests WHERE at_us < ?1", params![now - APPLIED_REQUEST_KEPT_US])
+            .map_err(Error::db("prune applied requests"))?;
+    }
     // Lines of a stage whose lease is gone (handed to another worker) are
     // dropped; an aborted stage's last words are kept.
     let kind: Option<String> = tx

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_fast_listings.sql", include_str!("../../migrations/0003_fast_listings.sql")),
     ("0004_counted_windows.sql", include_str!("../../migrations/0004_counted_windows.sql")),
     ("0005_lean_transitions.sql", include_str!("../../migrations/0005_lean_transitions.sql")),
+    ("0006_applied_requests.sql", include_str!("../../migrations/0006_applied_requests.sql")),
 ];
 
 /// A unit of work for the database thread.
