@@ -40,6 +40,10 @@ Settings (environment):
   SERVICE_ACCOUNT          the VMs' service account (default: the project's
                            default compute account); when set it is also
                            granted roles/storage.objectAdmin on the bucket
+  WORKER_TRANSPORT         amqp (default): workers take stages from the
+                           scheduler VM's RabbitMQ (port 5672 inside the VPC,
+                           user kgym, the token as its password); http: they
+                           poll the scheduler's API
   GCE_MACHINES             1: reproducer VMs also run gce:<type> machines on
                            Compute Engine (images and instances in PROJECT
                            and ZONE, disks uploaded to BUCKET; adds the
@@ -93,6 +97,7 @@ KGYM_REF=${KGYM_REF:-main}
 SERVICE_ACCOUNT=${SERVICE_ACCOUNT:-}
 DELETE_BUCKET=${DELETE_BUCKET:-0}
 GCE_MACHINES=${GCE_MACHINES:-0}
+WORKER_TRANSPORT=${WORKER_TRANSPORT:-amqp}
 DRY_RUN=${DRY_RUN:-0}
 
 # Checked before anything runs, so a typo never leaves half a deployment.
@@ -110,6 +115,7 @@ is_count "$REPRODUCERS" || die "REPRODUCERS=${REPRODUCERS@Q} is not a number of 
 [[ $DISK_SIZE =~ ^[0-9]+(GB|TB)?$ ]] || die "DISK_SIZE=${DISK_SIZE@Q} is not a size like 200GB"
 [[ $DELETE_BUCKET =~ ^[01]$ ]] || die "DELETE_BUCKET=${DELETE_BUCKET@Q}: 1 or 0"
 [[ $GCE_MACHINES =~ ^[01]$ ]] || die "GCE_MACHINES=${GCE_MACHINES@Q}: 1 or 0"
+[[ $WORKER_TRANSPORT =~ ^(amqp|http)$ ]] || die "WORKER_TRANSPORT=${WORKER_TRANSPORT@Q}: amqp or http"
 [[ $DRY_RUN =~ ^[01]$ ]] || die "DRY_RUN=${DRY_RUN@Q}: 1 or 0"
 
 REGION=${ZONE%-*}
@@ -183,6 +189,10 @@ up() {
     value=${!name}
     [[ $value != *,* && $value != *[[:space:]]* ]] || die "$name must not contain a comma or a space"
   done
+  # The token is also the workers' RabbitMQ password, inside an amqp:// URL.
+  if [[ $WORKER_TRANSPORT == amqp && ! $TOKEN =~ ^[A-Za-z0-9._~-]+$ ]]; then
+    die "TOKEN: letters, digits and . _ ~ - only with WORKER_TRANSPORT=amqp (it is the broker password in a URL)"
+  fi
 
   if exists gcloud storage buckets describe "gs://$BUCKET" --project="$PROJECT"; then
     echo "gce.sh: bucket gs://$BUCKET exists; kept" >&2
@@ -196,12 +206,19 @@ up() {
   fi
 
   # Source tags match only traffic from VMs inside the VPC network, and
-  # only those tagged as workers: the scheduler's port is never public.
+  # only those tagged as workers: the scheduler's port (and RabbitMQ's, for
+  # workers on AMQP) is never public.
+  local ports="tcp:$PORT" worker_settings=""
+  if [[ $WORKER_TRANSPORT == amqp ]]; then
+    ports+=",tcp:5672"
+    # startup.sh makes the broker URL: user kgym, the token as password.
+    worker_settings=",kgym-broker=$SCHEDULER"
+  fi
   if exists gcloud compute firewall-rules describe "$RULE" --project="$PROJECT"; then
     echo "gce.sh: firewall rule $RULE exists; kept" >&2
   else
     run gcloud compute firewall-rules create "$RULE" --project="$PROJECT" --network="$NETWORK" \
-      --direction=INGRESS --action=allow --rules="tcp:$PORT" \
+      --direction=INGRESS --action=allow --rules="$ports" \
       --source-tags="$WORKER_TAG" --target-tags="$SCHEDULER_TAG"
   fi
 
@@ -221,7 +238,7 @@ up() {
   for name in $(builder_names); do
     create_instance "$name" "${common[@]}" --scopes="$scopes" --machine-type="$BUILDER_MACHINE_TYPE" \
       --tags="$WORKER_TAG" --labels="kgym-deployment=$PREFIX,kgym-role=builder" \
-      --metadata="kgym-role=builder,$settings,kgym-server=$SERVER_URL,kgym-slots=$BUILDER_SLOTS"
+      --metadata="kgym-role=builder,$settings,kgym-server=$SERVER_URL,kgym-slots=$BUILDER_SLOTS$worker_settings"
   done
   # QEMU under TCG is ~10x slower than KVM: reproducers need nested
   # virtualization (Intel machine types).
@@ -236,7 +253,7 @@ up() {
     create_instance "$name" "${common[@]}" --scopes="$repro_scopes" --machine-type="$REPRODUCER_MACHINE_TYPE" \
       --enable-nested-virtualization \
       --tags="$WORKER_TAG" --labels="kgym-deployment=$PREFIX,kgym-role=reproducer" \
-      --metadata="kgym-role=reproducer,$settings,kgym-server=$SERVER_URL,kgym-slots=$REPRODUCER_SLOTS$repro_settings"
+      --metadata="kgym-role=reproducer,$settings,kgym-server=$SERVER_URL,kgym-slots=$REPRODUCER_SLOTS$worker_settings$repro_settings"
   done
 
   if ((!DRY_RUN)); then

@@ -55,6 +55,9 @@ if [[ $role == scheduler ]]; then
 else
   server=$(meta kgym-server)
   slots=$(meta kgym-slots 1)
+  # Workers on RabbitMQ (deploy/gce.sh WORKER_TRANSPORT=amqp): the
+  # scheduler VM's broker.
+  broker=$(meta kgym-broker "")
 fi
 # gce:<type> machines (deploy/gce.sh GCE_MACHINES=1): reproducers only.
 gce_project=""
@@ -131,11 +134,22 @@ if [[ $role == scheduler ]]; then
   # closes a channel holding one longer than consumer_timeout (30 min by
   # default), shorter than a big kernel build. 24 h here.
   conf=/etc/rabbitmq/rabbitmq.conf
+  changed=0
   if ! grep -qs '^consumer_timeout' "$conf"; then
     echo "consumer_timeout = 86400000" >>"$conf"
-    systemctl restart rabbitmq-server.service
+    changed=1
   fi
+  # Workers on other VMs connect (the firewall rule keeps 5672 inside the
+  # VPC): every interface.
+  if ! grep -qs '^listeners.tcp' "$conf"; then
+    echo "listeners.tcp.default = 5672" >>"$conf"
+    changed=1
+  fi
+  if ((changed)); then systemctl restart rabbitmq-server.service; fi
   systemctl enable --now rabbitmq-server.service
+  # The workers' login (guest may log in from loopback only): user kgym,
+  # the deployment's token as its password, set again at every boot.
+  "$SRC/deploy/rabbitmq-user.sh" kgym "$token"
 fi
 
 # The settings, rewritten at every boot from the metadata (a changed token
@@ -157,6 +171,10 @@ env_file=/etc/kgym/$service.env
     echo "KGYM_SLOTS=$slots"
     # One worker per VM: its host name names it at the scheduler.
     echo "KGYM_HOST=$host"
+    if [[ -n $broker ]]; then
+      # Stages come from RabbitMQ, and every other call goes through it.
+      echo "KGYM_AMQP=amqp://kgym:$token@$broker:5672/%2f"
+    fi
     if [[ -n $gce_project ]]; then
       echo "KGYM_GCE_PROJECT=$gce_project"
       echo "KGYM_GCE_ZONE=$gce_zone"

@@ -106,7 +106,7 @@ fn gce_up_creates_the_bucket_the_rule_and_every_vm() {
         format!(
             "gcloud compute instances create {name} {common} --machine-type={machine}{nested} \
              --tags=kgym-worker --labels=kgym-deployment=kgym,kgym-role={role} \
-             --metadata=kgym-role={role},{settings},kgym-server=http://kgym-main:8000,kgym-slots=1"
+             --metadata=kgym-role={role},{settings},kgym-server=http://kgym-main:8000,kgym-slots=1,kgym-broker=kgym-main"
         )
     };
     let expected = vec![
@@ -116,7 +116,7 @@ fn gce_up_creates_the_bucket_the_rule_and_every_vm() {
         ),
         format!(
             "gcloud compute firewall-rules create kgym-allow-scheduler --project={PROJECT} --network=default \
-             --direction=INGRESS --action=allow --rules=tcp:8000 --source-tags=kgym-worker --target-tags=kgym-scheduler"
+             --direction=INGRESS --action=allow --rules=tcp:8000,tcp:5672 --source-tags=kgym-worker --target-tags=kgym-scheduler"
         ),
         format!(
             "gcloud compute instances create kgym-main {common} --machine-type=e2-standard-4 \
@@ -143,6 +143,30 @@ fn gce_up_creates_the_bucket_the_rule_and_every_vm() {
     }
 }
 
+/// `WORKER_TRANSPORT=http`: no broker port in the rule, no broker for the
+/// workers; with `amqp` (the default) a token that cannot be a password in
+/// a URL is refused.
+#[test]
+fn workers_over_http_need_no_broker_and_amqp_tokens_fit_a_url() {
+    if !bash_available() {
+        return;
+    }
+    let out = gce(&[], &up_env(&[("TOKEN", TOKEN), ("WORKER_TRANSPORT", "http")]));
+    assert!(out.status.success(), "gce.sh: {}\n{}", out.status, text(&out.stderr));
+    let got = commands(&out);
+    let rule = got.iter().find(|c| c.contains("firewall-rules create")).unwrap();
+    assert!(rule.contains(" --rules=tcp:8000 "), "{rule}");
+    assert!(got.iter().all(|c| !c.contains("kgym-broker")), "{got:#?}");
+    for (env, says) in [
+        (vec![("TOKEN", "p@ss/word")], "TOKEN: letters, digits"),
+        (vec![("TOKEN", TOKEN), ("WORKER_TRANSPORT", "grpc")], "WORKER_TRANSPORT='grpc': amqp or http"),
+    ] {
+        let out = gce(&[], &up_env(&env));
+        assert_eq!(out.status.code(), Some(2), "{env:?}");
+        assert!(text(&out.stderr).contains(says), "{env:?}: {}", text(&out.stderr));
+    }
+}
+
 /// `GCE_MACHINES=1`: the reproducer VMs (only they) may create images and
 /// instances, and their startup script learns where.
 #[test]
@@ -156,7 +180,8 @@ fn gce_machines_give_reproducers_the_compute_scope_and_the_settings() {
     let vm = |name: &str| got.iter().find(|c| c.contains(&format!("instances create {name} "))).unwrap().clone();
     let repro = vm("kgym-repro-0");
     assert!(repro.contains(" --scopes=storage-rw,logging-write,monitoring-write,compute-rw "), "{repro}");
-    let settings = format!("kgym-gce-project={PROJECT},kgym-gce-zone={ZONE},kgym-gce-bucket={BUCKET}");
+    let settings =
+        format!("kgym-broker=kgym-main,kgym-gce-project={PROJECT},kgym-gce-zone={ZONE},kgym-gce-bucket={BUCKET}");
     assert!(repro.ends_with(&settings), "{repro}");
     for other in [vm("kgym-main"), vm("kgym-builder-0")] {
         assert!(!other.contains("compute-rw") && !other.contains("kgym-gce-"), "{other}");
@@ -436,4 +461,40 @@ fn local_sh_runs_the_three_services_and_stops_them_on_sigterm() {
         assert!(log.contains("handing running stages back"), "{name} did not stop on SIGTERM:\n{log}");
     }
     assert!(get("/api/v1/health").is_err(), "the scheduler still answers after local.sh stopped");
+}
+
+/// `rabbitmq-user.sh` against a real broker: the user it creates logs in
+/// over AMQP with its password (a wrong one is refused), and run again
+/// (every boot of the scheduler's VM does) it sets the new password.
+#[cfg(feature = "amqp")]
+#[test]
+fn rabbitmq_user_sh_gives_the_workers_a_login() {
+    let Some(broker) = kgym_testkit::rabbitmq::Broker::start() else { return };
+    let script = root().join("deploy/rabbitmq-user.sh");
+    let set = |password: &str| {
+        let mut cmd = Command::new("bash");
+        broker.env(&mut cmd);
+        let ctl = format!("{} -n {}", kgym_testkit::rabbitmq::RABBITMQCTL, broker.node_name());
+        let out = cmd.arg(&script).args(["kgym", password]).env("RABBITMQCTL", ctl).output().unwrap();
+        assert!(out.status.success(), "rabbitmq-user.sh: {}\n{}", out.status, text(&out.stderr));
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let login = |password: &str| {
+        let uri = format!("amqp://kgym:{password}@127.0.0.1:{}/%2f", broker.port());
+        rt.block_on(async {
+            let conn = lapin::Connection::connect(&uri, Default::default()).await?;
+            // Permissions: the user may declare a queue.
+            let ch = conn.create_channel().await?;
+            ch.queue_declare("kgym.login-check".into(), Default::default(), Default::default()).await?;
+            conn.close(200, "done".into()).await
+        })
+    };
+    set("first-0123");
+    login("first-0123").expect("the new user logs in and declares a queue");
+    assert!(login("wrong").is_err(), "a wrong password logged in");
+    set("second-4567");
+    login("second-4567").expect("the new password works");
+    assert!(login("first-0123").is_err(), "the old password still works");
+    let out = Command::new("bash").arg(&script).args(["guest", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "guest refused");
 }

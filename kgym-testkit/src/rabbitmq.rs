@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 /// Where Debian's package puts the scripts that run without `sudo -u rabbitmq`.
 const SBIN: &str = "/usr/lib/rabbitmq/bin";
+
+/// `rabbitmqctl` as the broker's own tools run it (Debian's
+/// `/usr/sbin/rabbitmqctl` switches to the `rabbitmq` user and its
+/// environment, which would lose [`Broker::env`]).
+pub const RABBITMQCTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 /// How long a broker may take to accept connections (the Erlang VM boots
 /// in ~5 s on an idle 2-core machine; much longer under a parallel build).
 const START_LIMIT: Duration = Duration::from_secs(180);
@@ -62,7 +67,14 @@ impl Broker {
         self.port
     }
 
-    fn env(&self, cmd: &mut Command) {
+    /// This broker's Erlang node name (for `rabbitmqctl -n`).
+    pub fn node_name(&self) -> String {
+        format!("kgym{}@localhost", self.port)
+    }
+
+    /// Gives `cmd` the environment that reaches this broker (its node,
+    /// ports, Erlang cookie home): for `rabbitmqctl` and scripts using it.
+    pub fn env(&self, cmd: &mut Command) {
         let d = self.dir.path();
         cmd.env("HOME", d.join("home"))
             .env("RABBITMQ_NODENAME", format!("kgym{}@localhost", self.port))
