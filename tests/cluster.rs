@@ -3,11 +3,11 @@
 //! `kscheduler` announcing ready stages on it, and `kbuilder` /
 //! `kreproducer` processes sharing an artifact directory.
 //!
-//! - A real build + reproduce job: the builder that took the build is
-//!   killed with SIGKILL mid-stage, the other builder gets the stage when
-//!   the lease expires, RabbitMQ is stopped and started again while it
-//!   builds, and the job finishes: the kernel built by the second builder
-//!   boots in the reproducer.
+//! - A real build + reproduce job, the workers on RabbitMQ (`KGYM_AMQP`):
+//!   the builder that took the build is killed with SIGKILL mid-stage, the
+//!   other builder gets the stage when the lease expires, RabbitMQ is
+//!   stopped and started again while it builds, and the job finishes: the
+//!   kernel built by the second builder boots in the reproducer.
 //! - 500 one-stage jobs through the broker, which is stopped mid-run (half
 //!   of them submitted while it is away) and started again, and then
 //!   `kscheduler` is killed with SIGKILL and started again:
@@ -173,11 +173,17 @@ fn a_job_survives_a_killed_builder_and_a_broker_restart() {
         return;
     }
     let Some(mut broker) = Broker::start() else { return };
-    let Some(mut cluster) = Cluster::start(&broker, "3s") else { return };
+    // The workers are on RabbitMQ (the deployment's default): the broker is
+    // their only way to the scheduler, so the lease outlasts its restart.
+    let Some(mut cluster) = Cluster::start(&broker, "30s") else { return };
+    let uri = broker.uri();
+    let amqp = [("KGYM_AMQP", uri.as_str()), ("KGYM_AMQP_PREFIX", "cluster")];
     for (program, host) in [("kbuilder", "builder-a"), ("kbuilder", "builder-b"), ("kreproducer", "repro")] {
-        if cluster.add_worker(program, host, 1).is_none() {
+        if cluster.add_worker_with(program, host, 1, &amqp).is_none() {
             return;
         }
+        let log = cluster.worker(host).output();
+        assert!(log.contains("claiming stages from RabbitMQ"), "{host} is not on RabbitMQ:\n{log}");
     }
 
     let build = BuildArgs::new(
@@ -214,9 +220,11 @@ fn a_job_survives_a_killed_builder_and_a_broker_restart() {
     cluster.worker(killed).child.kill().unwrap();
     cluster.worker(killed).child.wait().unwrap();
 
-    // Its lease expires (3 s) and the stage is announced again: the other
-    // builder takes it. While it builds, the broker goes down and comes
-    // back (the reproduce stage may be announced while it is down: the
+    // The broker hands the dead builder's unacked announcement to the other
+    // at once, whose claim the live lease refuses; the lease expires (30 s)
+    // and the stage is announced again: the other builder takes it. While
+    // it builds, the broker goes down and comes back (its heartbeats wait
+    // for it; the reproduce stage may be announced while it is down: the
     // scheduler keeps the announcement and publishes it again).
     wait_until(
         &format!("{other} takes the build over"),
