@@ -5,6 +5,8 @@
 
 #![cfg(feature = "gce")]
 
+mod gce_api;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use gce_api::{BUCKET, OBJECT, PROJECT, ZONE, google_error, has_bearer, unauthorized};
 use kgym_core::MemorySink;
 use kgym_core::stage::reproduce::{Accel, Reproducer};
 use kgym_vm::gce::{ComputeClient, GceRunner, MachineRouter, MetadataToken, READ_ATTEMPTS, StaticToken};
@@ -25,11 +28,7 @@ use kgym_vm::{DiskImage, Error, RunContext, RunOutput, RunRequest, UserspaceSpec
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const PROJECT: &str = "kgym-test";
-const ZONE: &str = "us-central1-a";
 const TOKEN: &str = "ya29.test-token";
-const BUCKET: &str = "kgym-disks";
-const OBJECT: &str = "disks/bug.tar.gz";
 const MACHINE_TYPE: &str = "e2-standard-2";
 /// Polls of an operation answered `RUNNING` before `DONE`.
 const RUNNING_POLLS: u32 = 2;
@@ -108,12 +107,6 @@ type Shared = Arc<Mutex<Fake>>;
 
 fn fake(f: &Shared) -> std::sync::MutexGuard<'_, Fake> {
     f.lock().unwrap()
-}
-
-fn google_error(status: StatusCode, reason: &str, message: &str) -> Response {
-    let body = json!({"error": {"code": status.as_u16(), "message": message,
-        "errors": [{"message": message, "domain": "global", "reason": reason}]}});
-    (status, Json(body)).into_response()
 }
 
 fn violation(state: &Shared, what: String) -> Response {
@@ -335,10 +328,9 @@ async fn metadata_token(State(state): State<Shared>, headers: axum::http::Header
 }
 
 async fn require_token(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
-    if auth != Some(&format!("Bearer {TOKEN}")) {
+    if !has_bearer(req.headers(), TOKEN) {
         fake(&state).unauthorized += 1;
-        return google_error(StatusCode::UNAUTHORIZED, "authError", "Request had invalid authentication credentials.");
+        return unauthorized();
     }
     next.run(req).await
 }

@@ -16,6 +16,7 @@
 #![cfg(feature = "gce")]
 
 mod common;
+mod gce_api;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use common::image::build_image;
 use common::*;
+use gce_api::{BUCKET, OBJECT, PROJECT, ZONE, google_error, has_bearer, unauthorized};
 use kgym_core::ArtifactStore;
 use kgym_core::stage::reproduce::Reproducer;
 use kgym_vm::gce::{ComputeClient, GceRunner, KERNEL_PATH, StaticToken, pack_disk};
@@ -40,11 +42,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-const PROJECT: &str = "kgym-test";
-const ZONE: &str = "us-central1-a";
 const TOKEN: &str = "ya29.qemu-backed";
-const BUCKET: &str = "kgym-disks";
-const OBJECT: &str = "disks/bug.tar.gz";
 /// What the fake's "bootloader" boots the disk's kernel with.
 const CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
 
@@ -79,12 +77,6 @@ type Shared = Arc<Mutex<Fake>>;
 
 fn fake(f: &Shared) -> std::sync::MutexGuard<'_, Fake> {
     f.lock().unwrap()
-}
-
-fn google_error(status: StatusCode, reason: &str, message: &str) -> Response {
-    let body = json!({"error": {"code": status.as_u16(), "message": message,
-        "errors": [{"message": message, "domain": "global", "reason": reason}]}});
-    (status, Json(body)).into_response()
 }
 
 fn violation(state: &Shared, what: String) -> Response {
@@ -263,9 +255,8 @@ async fn serial_port(
 }
 
 async fn require_token(req: Request, next: Next) -> Response {
-    let ok = req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"));
-    if !ok {
-        return google_error(StatusCode::UNAUTHORIZED, "authError", "Request had invalid authentication credentials.");
+    if !has_bearer(req.headers(), TOKEN) {
+        return unauthorized();
     }
     next.run(req).await
 }
