@@ -88,13 +88,9 @@ impl Cluster {
     }
 
     /// Starts the stock service `program` as worker `host` with `slots`
-    /// slots and waits until the scheduler lists it as live.
-    fn add_worker(&mut self, program: &str, host: &str, slots: u32) -> Option<()> {
-        self.add_worker_with(program, host, slots, &[])
-    }
-
-    /// [`add_worker`](Self::add_worker) with more settings (`KGYM_AMQP`:
-    /// the worker takes its stages from RabbitMQ).
+    /// slots and the `extra` settings (`KGYM_AMQP`: the worker takes its
+    /// stages from RabbitMQ), and waits until the scheduler lists it as
+    /// live.
     fn add_worker_with(&mut self, program: &str, host: &str, slots: u32, extra: &[(&str, &str)]) -> Option<()> {
         let program = example(program)?;
         let (data, artifacts) = (dir(&self.scratch, host), dir(&self.scratch, "artifacts"));

@@ -170,3 +170,109 @@ async fn in_process_workers_validate_arguments_at_submit() {
     }
     gym.shutdown().await;
 }
+
+/// A scheduler whose claim answers take `delay` to reach the worker (a
+/// slow network): the stage is already the worker's at the scheduler while
+/// the answer is on its way.
+#[derive(Debug)]
+struct SlowAnswers {
+    inner: kgym_sched::sqlite::SqliteScheduler,
+    delay: Duration,
+    handed_out: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl kgym_sched::worker_api::WorkerBackend for SlowAnswers {
+    async fn register(&self, info: &kgym_sched::worker_api::WorkerInfo) -> kgym_sched::Result<()> {
+        self.inner.register(info).await
+    }
+    async fn claim(
+        &self,
+        req: &kgym_sched::worker_api::ClaimRequest,
+    ) -> kgym_sched::Result<Option<kgym_sched::worker_api::Claim>> {
+        let claim = self.inner.claim(req).await?;
+        if claim.is_some() {
+            self.handed_out.notify_one();
+            tokio::time::sleep(self.delay).await;
+        }
+        Ok(claim)
+    }
+    async fn heartbeat(
+        &self,
+        lease: &kgym_sched::worker_api::Lease,
+    ) -> kgym_sched::Result<kgym_sched::worker_api::LeaseStatus> {
+        self.inner.heartbeat(lease).await
+    }
+    async fn append_log(
+        &self,
+        lease: &kgym_sched::worker_api::Lease,
+        worker: &str,
+        lines: &[String],
+    ) -> kgym_sched::Result<()> {
+        self.inner.append_log(lease, worker, lines).await
+    }
+    async fn report(
+        &self,
+        lease: &kgym_sched::worker_api::Lease,
+        outcome: kgym_sched::worker_api::StageOutcome,
+    ) -> kgym_sched::Result<kgym_sched::worker_api::ReportAck> {
+        self.inner.report(lease, outcome).await
+    }
+    async fn yield_stage(&self, lease: &kgym_sched::worker_api::Lease) -> kgym_sched::Result<()> {
+        self.inner.yield_stage(lease).await
+    }
+    async fn worker_event(&self, host: &str, kind: Option<&StageKind>, message: &str) -> kgym_sched::Result<()> {
+        self.inner.worker_event(host, kind, message).await
+    }
+    async fn deregister(&self, host: &str) -> kgym_sched::Result<()> {
+        self.inner.deregister(host).await
+    }
+}
+
+/// A worker told to stop while the answer to its claim is on its way (the
+/// stage is already its own at the scheduler) takes the answer and hands
+/// the stage back, instead of leaving it leased to nobody until the lease
+/// (10 minutes here) expires. CI caught the race with a worker process
+/// sent SIGTERM right after the scheduler showed its stage in progress.
+#[tokio::test]
+async fn a_claim_answered_as_the_worker_stops_is_handed_back() {
+    use kgym_sched::Scheduler;
+    use kgym_sched::worker_api::WorkerBackend;
+    let sched = kgym_sched::sqlite::SqliteScheduler::builder()
+        .options(SchedulerOptions::default().lease_ttl(Duration::from_secs(600)))
+        .build()
+        .await
+        .unwrap();
+    let kind = StageKind::new("slow-answer").unwrap();
+    let backend = Arc::new(SlowAnswers {
+        inner: sched.clone(),
+        delay: Duration::from_millis(200),
+        handed_out: tokio::sync::Notify::new(),
+    });
+    let runtime = kgym_sched::runtime::WorkerRuntime::builder(backend.clone())
+        .options(RuntimeOptions::default().host("stopping"))
+        .worker(common::Sleepy::new("slow-answer", None), 1)
+        .start()
+        .await
+        .unwrap();
+    let id = sched.submit(JobSpec::new().stage(kind, &json!({"sleep_ms": 60_000}))).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), backend.handed_out.notified()).await.expect("the stage handed out");
+    assert_eq!(sched.get(id).await.unwrap().status, JobStatus::InProgress);
+    runtime.shutdown().await;
+    let job = sched.get(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Pending, "the stage stays leased to a stopped worker: {job:#?}");
+    let lines: Vec<String> = sched.all_logs(id).await.unwrap().into_iter().map(|l| l.line).collect();
+    assert!(lines.iter().any(|l| l.contains("handed back")), "{lines:#?}");
+    // Handing back used no attempt: the next worker runs attempt 1 again.
+    let next = sched
+        .claim(&kgym_sched::worker_api::ClaimRequest {
+            kind: StageKind::new("slow-answer").unwrap(),
+            worker: "next/slow-answer-0".into(),
+            host: "next".into(),
+            wait: Duration::from_secs(5),
+        })
+        .await
+        .unwrap()
+        .expect("the stage is ready again");
+    assert_eq!((next.lease.job, next.attempt), (id, 1));
+}

@@ -30,6 +30,11 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 pub const DEFAULT_CLAIM_WAIT: Duration = Duration::from_secs(10);
 /// Default time a cancelled stage gets to stop before it is abandoned.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// How long a slot stopping mid-claim still waits for the claim's answer:
+/// the scheduler may have handed it a stage already (its answer on the
+/// way), which is then handed back instead of staying leased to a worker
+/// that is gone until the lease expires.
+const CLAIM_IN_FLIGHT: Duration = Duration::from_millis(500);
 
 /// The machine's host name (kGym's `worker-hostname`).
 pub fn hostname() -> String {
@@ -283,10 +288,17 @@ impl Slot {
         };
         let mut backoff = Duration::from_millis(100);
         while !self.shutdown.is_cancelled() {
+            let claiming = self.backend.claim(&req);
+            tokio::pin!(claiming);
             let claim = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => break,
-                c = self.backend.claim(&req) => c,
+                _ = self.shutdown.cancelled() => {
+                    if let Ok(Ok(Some(late))) = tokio::time::timeout(CLAIM_IN_FLIGHT, &mut claiming).await {
+                        self.hand_back_late(&late).await;
+                    }
+                    break;
+                }
+                c = &mut claiming => c,
             };
             match claim {
                 Ok(Some(claim)) => {
@@ -304,6 +316,20 @@ impl Slot {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+            }
+        }
+    }
+
+    /// A stage claimed as the slot stopped: back to the queue at once.
+    async fn hand_back_late(&self, claim: &crate::worker_api::Claim) {
+        let lease = &claim.lease;
+        match self.backend.yield_stage(lease).await {
+            Ok(()) => {
+                self.stats.yielded.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(slot = %self.name, job = %lease.job, stage = %lease.stage, "stopping: handed back a stage claimed as the slot stopped");
+            }
+            Err(e) => {
+                tracing::warn!(slot = %self.name, job = %lease.job, error = %e, "failed to hand back a stage claimed while stopping; its lease will expire")
             }
         }
     }
